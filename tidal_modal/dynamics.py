@@ -1,0 +1,92 @@
+"""Training-dynamics bookkeeping: which row is which, and the running mean of its softmax."""
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["IndexedDataset", "TrainingDynamics"]
+
+
+class IndexedDataset(Dataset):
+    """Wrap a dataset so that every item carries its row index: ``(X_i, (y_i, i))``.
+
+    Sample identity comes from the dataset index, never from the row's values, so duplicate
+    rows keep separate dynamics and shuffled batches or a validation split (a ``Subset`` of
+    this dataset) keep each row's index intact. ``X`` and ``y`` of the wrapped dataset stay
+    reachable for skorch's ``data_from_dataset`` (used by scoring callbacks and splits).
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        Xi, yi = self.dataset[i]
+        return Xi, (yi, i)
+
+    @property
+    def X(self):
+        return self.dataset.X
+
+    @property
+    def y(self):
+        return self.dataset.y
+
+
+class TrainingDynamics:
+    """Per-row running mean of the softmax outputs seen during one fit (TiDAL's ``pbar``).
+
+    ``pbar_i`` is the mean of the probabilities of every training forward pass that row ``i``
+    took part in; with one pass per epoch that is the spec's
+    ``pbar_i(t) = (pbar_i(t-1) * (t-1) + p_i(t)) / t``. Counting passes per row, rather than
+    epochs, keeps the mean right with ``drop_last`` or custom samplers. The buffers live on the
+    device of the probabilities, so an update is a few tensor ops and no host copy.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of rows in the (unsplit) training dataset; indices are ``0 .. n_samples - 1``.
+    """
+
+    def __init__(self, n_samples):
+        self.n_samples = n_samples
+        self.sums = None  # [n_samples, n_classes], allocated by the first update
+        self.counts = None  # [n_samples]
+
+    def update(self, index, proba):
+        """Fold one batch of probabilities in and return the updated means of its rows.
+
+        Parameters
+        ----------
+        index : torch.Tensor of int, shape (batch,)
+            Dataset indices of the rows (distinct within the batch).
+        proba : torch.Tensor, shape (batch, n_classes)
+            Softmax outputs of the training forward pass, detached.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, n_classes)
+            ``pbar`` of these rows, including this pass.
+        """
+        if self.sums is None:
+            self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
+            self.counts = proba.new_zeros(self.n_samples)
+        index = index.to(proba.device, non_blocking=True)
+        self.sums.index_add_(0, index, proba)
+        self.counts.index_add_(0, index, torch.ones_like(index, dtype=proba.dtype))
+        return self.sums[index] / self.counts[index].unsqueeze(1)
+
+    def to_numpy(self):
+        """``pbar`` of every row as a ``[n_samples, n_classes]`` array; NaN for rows never trained on."""
+        if self.sums is None:
+            raise ValueError("No training dynamics were recorded: the net has not trained on any batch.")
+        return (self.sums / self.counts.unsqueeze(1)).cpu().numpy()  # 0 / 0 -> NaN
+
+    def __getstate__(self):
+        # skorch maps only its registered modules to the CPU when unpickling; keep ours there.
+        state = self.__dict__.copy()
+        for key in ("sums", "counts"):
+            if state[key] is not None:
+                state[key] = state[key].cpu()
+        return state

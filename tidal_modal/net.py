@@ -1,0 +1,228 @@
+"""The skorch network that trains a classifier together with TiDAL's TD head."""
+
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import PassthroughScoring
+from skorch.dataset import unpack_data
+from skorch.utils import to_tensor
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parameter import UninitializedParameter
+
+from .dynamics import IndexedDataset, TrainingDynamics
+from .modules import TiDALModule
+
+__all__ = ["TiDALNetClassifier"]
+
+
+class TiDALNetClassifier(NeuralNetClassifier):
+    """A skorch classifier that learns its own training dynamics (TiDAL, ICCV 2023).
+
+    The user's module is wrapped in a :class:`~tidal_modal.modules.TiDALModule`: a small TD head
+    reads features of chosen layers (by forward hooks) and is trained, next to the classifier,
+    to predict each labeled row's *training dynamics*, the running mean of its softmax outputs
+    over the epochs of a fit. The loss is ``CE(logits, y) + td_weight * KL(pbar || TD head)``.
+    :meth:`predict_td` then estimates the training dynamics of unlabeled rows, which
+    :func:`~tidal_modal.tidal_entropy` and :func:`~tidal_modal.tidal_margin` turn into
+    active-learning scores.
+
+    Every :class:`skorch.NeuralNetClassifier` parameter works as usual; only these defaults
+    differ, to suit active learning:
+
+    - ``criterion=nn.CrossEntropyLoss``: the module returns logits, not probabilities.
+    - ``train_split=None``: skorch's default 5-fold stratified split fails while a class has
+      fewer than 5 labels, the normal state of an active-learning loop's first cycles. To hold
+      out validation data, pass e.g. ``train_split=skorch.dataset.ValidSplit(0.2)``;
+      validation rows get no training dynamics.
+    - ``iterator_train__shuffle=True``: SGD on batches in label order (as a modAL learner
+      appends them) trains badly, and the reference code shuffles.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        Any classifier whose ``forward`` returns class logits ``[n, n_classes]``. It may instead
+        return ``(logits, td_logits)`` from a TD head of its own; ``td_layers`` is then unused.
+        Its constructor arguments are passed skorch-style as ``module__<name>=...``.
+    td_layers : list of str or None, default=None
+        Names of submodules (as in ``module.named_modules()``) whose outputs feed the TD head;
+        4-D feature maps are global-average-pooled. ``None`` uses the input of the module's
+        last ``nn.Linear`` (its penultimate features).
+    td_weight : float, default=1.0
+        ``lambda`` in ``L = CE + lambda * KL``; 1.0 in the paper. It can be changed between
+        fits with ``set_params`` without re-initialising the module.
+    td_hidden : int, default=128
+        Width of each TD-head branch.
+    criterion, train_split, **kwargs
+        As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
+
+    Attributes
+    ----------
+    module_ : TiDALModule
+        The wrapper; the user's network is ``module_.backbone`` and the head ``module_.td_head``.
+    training_dynamics_ : ndarray of shape (n_samples, n_classes)
+        Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call.
+    history : skorch.History
+        Besides skorch's keys, ``train_td_loss`` is the epoch's mean KL term;
+        ``train_loss`` is the optimised total ``CE + td_weight * KL``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)),
+    ...     max_epochs=3, lr=0.1, verbose=0,
+    ... ).fit(X, y)
+    >>> net.predict_td(X).shape
+    (60, 2)
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        td_layers=None,
+        td_weight=1.0,
+        td_hidden=128,
+        criterion=nn.CrossEntropyLoss,
+        train_split=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("iterator_train__shuffle", True)
+        super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
+        self.td_layers = td_layers
+        self.td_weight = td_weight
+        self.td_hidden = td_hidden
+
+    @property
+    def _default_callbacks(self):
+        callbacks = list(super()._default_callbacks)
+        td_loss = ("train_td_loss", PassthroughScoring(name="train_td_loss", on_train=True))
+        callbacks.insert(len(callbacks) - 1, td_loss)  # before print_log, so that it is printed
+        return callbacks
+
+    # --- initialisation -------------------------------------------------------------------
+
+    def initialize_module(self):
+        """Build the user's module (skorch-style) and attach the TD head to it."""
+        super().initialize_module()
+        self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
+        return self
+
+    def _materialize_lazy_parameters(self, X, y):
+        """Infer the TD head's (and any lazy layer's) shapes from one batch, then rebuild the optimizer."""
+        if not any(isinstance(p, UninitializedParameter) for p in self.module_.parameters()):
+            return
+        batch = next(iter(self.get_iterator(self.get_dataset(X, y), training=False)))
+        Xi, _ = unpack_data(batch)
+        self._set_training(False)  # a dry pass must not move batch-norm statistics
+        with torch.no_grad():
+            self.infer(Xi)
+        self.initialize_optimizer()
+
+    # --- training -------------------------------------------------------------------------
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Train further without re-initialising; training dynamics restart with each call.
+
+        See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD
+        recorded by a fit covers exactly that fit's epochs.
+        """
+        if not self.initialized_:
+            self.initialize()
+        self._materialize_lazy_parameters(X, y)
+        return super().partial_fit(X, y, classes=classes, **fit_params)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """Attach row indices to the data before skorch splits it, and restart the TD buffer."""
+        dataset = IndexedDataset(self.get_dataset(X, y))
+        self.dynamics_ = TrainingDynamics(len(dataset))
+        if not self.train_split:
+            return dataset, None
+        if y is None:
+            return self.train_split(dataset, **fit_params)
+        return self.train_split(dataset, y, **fit_params)
+
+    def infer(self, x, **fit_params):
+        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler)."""
+        x = to_tensor(x, device=self.device)
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            dtype = next(self.module_.parameters()).dtype
+            if x.dtype != dtype:
+                x = x.to(dtype)
+        return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The classifier's loss on the logits (the first output); the TD term is separate."""
+        logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
+        y_true = to_tensor(y_true, device=self.device)
+        if not (y_true.is_floating_point() or y_true.dtype == torch.long):
+            y_true = y_true.long()  # CrossEntropyLoss wants int64 class indices
+        return super().get_loss(logits, y_true, X=X, training=training)
+
+    def get_td_loss(self, td_logits, td_target):
+        """``KL(pbar || softmax(td_logits))`` with batch-mean reduction; ``pbar`` is the target."""
+        return F.kl_div(F.log_softmax(td_logits, dim=1), td_target, reduction="batchmean")
+
+    def train_step_single(self, batch, **fit_params):
+        """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL."""
+        self._set_training(True)
+        Xi, (yi, index) = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        logits, td_logits = y_pred
+        td_target = self.dynamics_.update(index, torch.softmax(logits.detach(), dim=1))
+        td_loss = self.get_td_loss(td_logits, td_target)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True) + self.td_weight * td_loss
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
+
+    def validation_step(self, batch, **fit_params):
+        """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
+        Xi, (yi, _) = unpack_data(batch)
+        return super().validation_step((Xi, yi), **fit_params)
+
+    def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
+        if training and td_loss is not None:
+            # skorch has already synchronised on this step's loss, so .item() costs no extra wait
+            self.history.record_batch("train_td_loss", td_loss.item())
+
+    # --- prediction -----------------------------------------------------------------------
+
+    @property
+    def training_dynamics_(self):
+        """Recorded TD ``[n_samples, n_classes]`` of the rows of the last fit (NaN for rows never
+        trained on, e.g. a validation split's)."""
+        self.check_is_fitted(["dynamics_"])
+        return self.dynamics_.to_numpy()
+
+    def predict_td(self, X, *, return_proba=False):
+        """Predicted training dynamics: the TD head's softmax, one pass in eval mode.
+
+        Parameters
+        ----------
+        X : array-like, tensor or Dataset
+            Input data, as for :meth:`predict_proba`.
+        return_proba : bool, default=False
+            Also return the classifier's probabilities from the same forward pass (what
+            :meth:`predict_proba` returns), e.g. for the margin against the predicted label.
+
+        Returns
+        -------
+        td : ndarray of shape (n_samples, n_classes)
+            Predicted TD; each row sums to 1.
+        proba : ndarray of shape (n_samples, n_classes)
+            Only if ``return_proba``.
+        """
+        nonlin = self._get_predict_nonlinearity()
+        td, proba = [], []
+        for logits, td_logits in self.forward_iter(X, training=False):
+            td.append(torch.softmax(td_logits, dim=1))
+            if return_proba:
+                proba.append(nonlin(logits))
+        td = torch.cat(td).numpy()
+        if return_proba:
+            return td, torch.cat(proba).numpy()
+        return td

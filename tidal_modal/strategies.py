@@ -1,0 +1,215 @@
+"""modAL query strategies that rank a pool by the predicted training dynamics.
+
+Three layers, as in modAL: the pure scores (:mod:`tidal_modal.scores`), a measure on an
+estimator (:func:`classifier_td_entropy`, :func:`classifier_td_margin`) and the query
+strategies, which hand the top-k selection to :func:`select_top_k`. The strategies only use
+the estimator's public ``predict_td``, so any estimator that has one can be queried.
+"""
+
+from importlib.metadata import version
+from numbers import Integral
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from skorch.dataset import get_len
+from skorch.utils import multi_indexing
+
+from .scores import td_entropy, td_margin
+
+__all__ = [
+    "classifier_td_entropy",
+    "classifier_td_margin",
+    "select_top_k",
+    "tidal_entropy",
+    "tidal_margin",
+]
+
+
+def _modal_returns_metrics():
+    # modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that
+    # fails, silently calls the strategy again -- and mis-reads bare indices of length 2.
+    major, minor, patch = (int(part) for part in (version("modAL-python").split(".") + ["0"])[:3])
+    return (major, minor, patch) >= (0, 4, 2)
+
+
+MODAL_RETURNS_METRICS = _modal_returns_metrics()
+
+
+def _td_estimator(classifier):
+    """Split what a strategy is given into ``(transform or None, estimator with predict_td)``."""
+    estimator = getattr(classifier, "estimator", classifier)  # a modAL learner holds the estimator
+    transform = None
+    if isinstance(estimator, Pipeline):
+        transform, estimator = estimator[:-1], estimator[-1]
+    if not callable(getattr(estimator, "predict_td", None)):
+        raise TypeError(
+            f"TiDAL query strategies need an estimator with a predict_td method, such as "
+            f"TiDALNetClassifier (or a Pipeline ending in one); got {type(estimator).__name__}. "
+            "Use modAL's uncertainty strategies for other estimators."
+        )
+    return transform, estimator
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=None):
+    """Indices of the ``n_instances`` highest scores, highest first, in O(n) selection.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples,)
+        Uncertainty scores; higher is queried first.
+    n_instances : int
+        How many indices to return.
+    random_tie_break : bool, default=False
+        Break ties between equal scores at random (reproducibly, through ``random_state``)
+        instead of by position.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the tie break.
+
+    Returns
+    -------
+    ndarray of int, shape (n_instances,)
+    """
+    scores = np.asarray(scores)
+    n_instances = _check_positive_int(n_instances, "n_instances")
+    if n_instances > len(scores):
+        raise ValueError(f"n_instances={n_instances} is larger than the {len(scores)} candidates scored.")
+    order = np.arange(len(scores))
+    if random_tie_break:
+        order = check_random_state(random_state).permutation(len(scores))
+    candidates = scores[order]
+    top = np.argpartition(-candidates, n_instances - 1)[:n_instances]
+    # order the few selected rows: by score, then by their (possibly shuffled) position
+    top = top[np.lexsort((top, -candidates[top]))]
+    return order[top]
+
+
+def classifier_td_entropy(classifier, X):
+    """Entropy of the predicted training dynamics of each row of ``X`` (higher = more uncertain).
+
+    Parameters
+    ----------
+    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
+    X : array-like
+        Rows to score.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    transform, estimator = _td_estimator(classifier)
+    if transform is not None:
+        X = transform.transform(X)
+    return td_entropy(estimator.predict_td(X))
+
+
+def classifier_td_margin(classifier, X):
+    """Margin of the predicted training dynamics at the classifier's predicted label.
+
+    Predicted TD and predicted labels come from one forward pass. Lower = more uncertain.
+
+    Parameters
+    ----------
+    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
+    X : array-like
+        Rows to score.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    transform, estimator = _td_estimator(classifier)
+    if transform is not None:
+        X = transform.transform(X)
+    td, proba = estimator.predict_td(X, return_proba=True)
+    return td_margin(td, proba.argmax(axis=1))
+
+
+def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state):
+    n_instances = _check_positive_int(n_instances, "n_instances")
+    _td_estimator(classifier)  # fail on a wrong estimator before any work
+    rng = check_random_state(random_state)
+    n_pool = get_len(X_pool)
+    if n_pool == 0:
+        raise ValueError("X_pool is empty: there is nothing left to query.")
+    candidates = None
+    if pool_subset is not None:
+        pool_subset = _check_positive_int(pool_subset, "pool_subset")
+        if pool_subset < n_pool:
+            # sorted, so that a memory-mapped pool is read front to back
+            candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
+            X_pool = multi_indexing(X_pool, candidates)
+    n_candidates = n_pool if candidates is None else len(candidates)
+    if n_instances > n_candidates:
+        raise ValueError(
+            f"n_instances={n_instances} is larger than the {n_candidates} candidates "
+            f"({'pool_subset' if candidates is not None else 'X_pool'} size)."
+        )
+    scores = uncertainty(classifier, X_pool)
+    top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
+    indices = top if candidates is None else candidates[top]
+    if MODAL_RETURNS_METRICS:
+        return indices, scores[top]
+    return indices
+
+
+def tidal_entropy(
+    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
+):
+    """TiDAL query strategy: the rows whose predicted training dynamics have the highest entropy.
+
+    Parameters
+    ----------
+    classifier : modAL learner, TiDALNetClassifier or Pipeline ending in one
+        A learner's ``.estimator`` is used. The earlier steps of a Pipeline transform the
+        candidates once; the last step must have ``predict_td``.
+    X_pool : array-like or tensor
+        The unlabeled pool.
+    n_instances : int, default=1
+        Number of rows to query.
+    random_tie_break : bool, default=False
+        Break ties between equal scores at random (through ``random_state``).
+    pool_subset : int or None, default=None
+        Score only a random subset of this many candidates (the paper scores 10,000 per
+        cycle); returned indices still refer to the full ``X_pool``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the subset and the tie break; the same seed gives the same query.
+
+    Returns
+    -------
+    indices : ndarray of int, shape (n_instances,)
+        Rows of ``X_pool`` to label, most uncertain first. With modAL >= 0.4.2 the strategy
+        returns ``(indices, scores)``, the convention that release's ``query`` unpacks.
+
+    Examples
+    --------
+    >>> from modAL.models import ActiveLearner                         # doctest: +SKIP
+    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy,
+    ...                         X_training=X0, y_training=y0)          # doctest: +SKIP
+    >>> idx, rows = learner.query(X_pool, n_instances=100)             # doctest: +SKIP
+    """
+    return _query(
+        classifier_td_entropy, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state
+    )
+
+
+def tidal_margin(
+    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
+):
+    """TiDAL query strategy: the rows with the smallest predicted-TD margin at the predicted label.
+
+    The margin is ``ptilde[yhat] - max_{c != yhat} ptilde[c]``, with ``yhat`` the classifier's
+    prediction; both come from one forward pass. Parameters and return value as in
+    :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated margins.
+    """
+
+    def uncertainty(clf, X):
+        return -classifier_td_margin(clf, X)
+
+    return _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state)
