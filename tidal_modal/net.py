@@ -11,6 +11,14 @@ from torch.nn.parameter import UninitializedParameter
 
 from .dynamics import IndexedDataset, TrainingDynamics
 from .modules import TiDALModule
+from .validation import (
+    check_n_outputs,
+    check_predict_input,
+    check_training_data,
+    is_fitted,
+    record_input_shape,
+    takes_integer_input,
+)
 
 __all__ = ["TiDALNetClassifier"]
 
@@ -52,6 +60,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
         fits with ``set_params`` without re-initialising the module.
     td_hidden : int, default=128
         Width of each TD-head branch.
+    classes : array-like or None, default=None
+        skorch's parameter: declare the classes ``0..C-1`` up front when the labeled data may
+        not contain every class yet (an active-learning loop's first cycles often miss rare
+        classes). Without it the classes are the labels of the first fit, must be ``0..C-1``
+        without gaps, and stay fixed while the net is warm-started: a class first seen in a
+        later cycle is then an error that says so. Either way the module must output one
+        logit per class.
     criterion, train_split, **kwargs
         As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
 
@@ -61,9 +76,22 @@ class TiDALNetClassifier(NeuralNetClassifier):
         The wrapper; the user's network is ``module_.backbone`` and the head ``module_.td_head``.
     training_dynamics_ : ndarray of shape (n_samples, n_classes)
         Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call.
+    input_shape_ : tuple of int
+        Shape of one row of the training data; predicting on rows of another shape is an error.
+    n_features_in_ : int
+        Number of features, for 2-D training data only.
     history : skorch.History
         Besides skorch's keys, ``train_td_loss`` is the epoch's mean KL term;
-        ``train_loss`` is the optimised total ``CE + td_weight * KL``.
+        ``train_loss`` is the optimised total ``CE + td_weight * KL``; ``valid_loss`` (with a
+        ``train_split``) is the cross-entropy alone on the validation rows, which get no TD.
+
+    Notes
+    -----
+    Training data are validated before anything changes (see :mod:`tidal_modal.validation`):
+    a bad ``X`` or ``y`` raises ``ValueError`` / ``TypeError`` and leaves a fitted net as it
+    was, even with ``warm_start=False``. Float input of any precision is cast to the module's
+    dtype batch by batch; so are integer and boolean input, unless the module has an
+    embedding layer (its integer input are then indices).
 
     Examples
     --------
@@ -120,21 +148,61 @@ class TiDALNetClassifier(NeuralNetClassifier):
         Xi, _ = unpack_data(batch)
         self._set_training(False)  # a dry pass must not move batch-norm statistics
         with torch.no_grad():
-            self.infer(Xi)
+            logits, _ = self.infer(Xi)
+        if y is not None:  # the classes are known (set by partial_fit), so is the width they need
+            check_n_outputs(logits.shape[1], self.classes_)
         self.initialize_optimizer()
 
     # --- training -------------------------------------------------------------------------
+
+    def fit(self, X, y=None, **fit_params):
+        """Initialise the module (unless warm-starting) and train it, as in skorch.
+
+        ``X`` and ``y`` are validated first, so that a bad input raises before skorch
+        re-initialises anything: a fitted net stays as it was.
+
+        Parameters
+        ----------
+        X : array-like, tensor, dict or Dataset
+            Training input; lists and DataFrames are converted to arrays.
+        y : array-like of int, tensor or None
+            Class indices ``0..C-1`` (see ``classes``); ``None`` only if ``X`` is a Dataset.
+        **fit_params
+            Passed on to :meth:`partial_fit`.
+
+        Returns
+        -------
+        self : TiDALNetClassifier
+        """
+        X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
+        return super().fit(X, y, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Train further without re-initialising; training dynamics restart with each call.
 
         See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD
-        recorded by a fit covers exactly that fit's epochs.
+        recorded by a fit covers exactly that fit's epochs. The data are validated first, as
+        in :meth:`fit`; a label outside the net's classes is an error.
         """
+        X, y, net_classes = check_training_data(self, X, y, reset=not is_fitted(self))
         if not self.initialized_:
             self.initialize()
+        if net_classes is not None:
+            self.classes_inferred_ = net_classes
+        record_input_shape(self, X)
         self._materialize_lazy_parameters(X, y)
         return super().partial_fit(X, y, classes=classes, **fit_params)
+
+    def check_data(self, X, y):
+        """As in skorch, but keep the classes settled by :meth:`partial_fit`.
+
+        skorch infers the classes from each call's labels, which while warm-starting may miss
+        a class that the net already knows.
+        """
+        classes = getattr(self, "classes_inferred_", None)
+        super().check_data(X, y)
+        if classes is not None and y is not None:
+            self.classes_inferred_ = classes
 
     def get_split_datasets(self, X, y=None, **fit_params):
         """Attach row indices to the data before skorch splits it, and restart the TD buffer."""
@@ -147,9 +215,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return self.train_split(dataset, y, **fit_params)
 
     def infer(self, x, **fit_params):
-        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler)."""
+        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
+        and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
+        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not takes_integer_input(self.module_)):
             dtype = next(self.module_.parameters()).dtype
             if x.dtype != dtype:
                 x = x.to(dtype)
@@ -190,6 +259,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
             self.history.record_batch("train_td_loss", td_loss.item())
 
     # --- prediction -----------------------------------------------------------------------
+
+    def forward_iter(self, X, training=False, device="cpu"):
+        """As in skorch, once the net is known to be fitted and ``X`` to match its training data.
+
+        Every prediction (``predict``, ``predict_proba``, ``forward``, :meth:`predict_td`) goes
+        through here; the checks read shapes and stream once over ``X`` for finiteness.
+        """
+        X = check_predict_input(self, X)
+        yield from super().forward_iter(X, training=training, device=device)
 
     @property
     def training_dynamics_(self):

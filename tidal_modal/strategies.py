@@ -7,7 +7,6 @@ the estimator's public ``predict_td``, so any estimator that has one can be quer
 """
 
 from importlib.metadata import version
-from numbers import Integral
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -16,6 +15,7 @@ from skorch.dataset import get_len
 from skorch.utils import multi_indexing
 
 from .scores import td_entropy, td_margin
+from .validation import check_positive_int as _check_positive_int
 
 __all__ = [
     "classifier_td_entropy",
@@ -51,10 +51,34 @@ def _td_estimator(classifier):
     return transform, estimator
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+def _td_members(classifier):
+    """``_td_estimator`` of each member of a modAL ``Committee``, or of ``classifier`` alone."""
+    learners = getattr(classifier, "learner_list", None)
+    if learners is None:
+        return [_td_estimator(classifier)]
+    if not len(learners):
+        raise ValueError("The Committee has no learners to query.")
+    return [_td_estimator(learner) for learner in learners]
+
+
+def _predict_td(classifier, X, return_proba=False):
+    """Predicted TD (and probabilities) of ``X``; a modAL ``Committee`` gives its members' mean.
+
+    The members' mean probabilities are the committee's consensus, whose argmax is the label
+    ``Committee.predict`` returns.
+    """
+    outputs = []
+    for transform, estimator in _td_members(classifier):
+        Xt = X if transform is None else transform.transform(X)
+        out = estimator.predict_td(Xt, return_proba=return_proba)
+        outputs.append(out if return_proba else (out,))
+    if len({out[0].shape for out in outputs}) > 1:
+        raise ValueError(
+            "The Committee's members predict different numbers of classes; declare the same "
+            "classes=[...] for every member."
+        )
+    means = tuple(np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
+    return means if return_proba else means[0]
 
 
 def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=None):
@@ -80,6 +104,13 @@ def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=No
     n_instances = _check_positive_int(n_instances, "n_instances")
     if n_instances > len(scores):
         raise ValueError(f"n_instances={n_instances} is larger than the {len(scores)} candidates scored.")
+    finite = np.isfinite(scores)
+    if not finite.all():
+        # argpartition would rank NaN arbitrarily: a silently wrong query
+        raise ValueError(
+            f"{np.count_nonzero(~finite)} scores are NaN or infinite (first at row "
+            f"{np.flatnonzero(~finite)[0]}); the net's predictions are not finite (did training diverge?)."
+        )
     order = np.arange(len(scores))
     if random_tie_break:
         order = check_random_state(random_state).permutation(len(scores))
@@ -95,7 +126,8 @@ def classifier_td_entropy(classifier, X):
 
     Parameters
     ----------
-    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
+    classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
+        A Committee's members' predicted TD are averaged.
     X : array-like
         Rows to score.
 
@@ -103,10 +135,7 @@ def classifier_td_entropy(classifier, X):
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    return td_entropy(estimator.predict_td(X))
+    return td_entropy(_predict_td(classifier, X))
 
 
 def classifier_td_margin(classifier, X):
@@ -116,7 +145,9 @@ def classifier_td_margin(classifier, X):
 
     Parameters
     ----------
-    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
+    classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
+        A Committee's members' predicted TD are averaged, and its consensus label (the argmax
+        of the members' mean probabilities) is the predicted label.
     X : array-like
         Rows to score.
 
@@ -124,16 +155,13 @@ def classifier_td_margin(classifier, X):
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    td, proba = estimator.predict_td(X, return_proba=True)
+    td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
 
 
 def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state):
     n_instances = _check_positive_int(n_instances, "n_instances")
-    _td_estimator(classifier)  # fail on a wrong estimator before any work
+    _td_members(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
     n_pool = get_len(X_pool)
     if n_pool == 0:
