@@ -8,6 +8,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
+from torch.utils.data import Subset
 
 from .dynamics import IndexedDataset, TrainingDynamics
 from .modules import TiDALModule
@@ -211,8 +212,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
         if not self.train_split:
             return dataset, None
         if y is None:
-            return self.train_split(dataset, **fit_params)
-        return self.train_split(dataset, y, **fit_params)
+            dataset_train, dataset_valid = self.train_split(dataset, **fit_params)
+        else:
+            dataset_train, dataset_valid = self.train_split(dataset, y, **fit_params)
+        if dataset_valid is not None and not (
+            isinstance(dataset_valid, Subset) and dataset_valid.dataset is dataset
+        ):
+            # a validation set of its own (skorch.helper.predefined_split) must yield indices too
+            dataset_valid = IndexedDataset(dataset_valid)
+        return dataset_train, dataset_valid
 
     def infer(self, x, **fit_params):
         """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
@@ -252,6 +260,16 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
         Xi, (yi, _) = unpack_data(batch)
         return super().validation_step((Xi, yi), **fit_params)
+
+    def notify(self, method_name, **cb_kwargs):
+        """Notify the callbacks as skorch does, with batches as ``(X, y)``, without the row indices.
+
+        Callbacks such as ``EpochScoring`` collect ``y`` from the batches they see.
+        """
+        if cb_kwargs.get("batch") is not None:
+            Xi, (yi, _) = unpack_data(cb_kwargs["batch"])
+            cb_kwargs["batch"] = (Xi, yi)
+        super().notify(method_name, **cb_kwargs)
 
     def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
         if training and td_loss is not None:
