@@ -1,9 +1,15 @@
 """A modAL ActiveLearner that loses nothing when teaching fails."""
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from modAL.models import ActiveLearner
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
 
 from .strategies import MODAL_RETURNS_METRICS, tidal_entropy
+from .validation import InputData
 
 __all__ = ["TiDALActiveLearner"]
 
@@ -39,10 +45,12 @@ class TiDALActiveLearner(ActiveLearner):
     >>> learner.teach(rows, oracle(idx))                                # doctest: +SKIP
     """
 
-    def __init__(self, estimator, query_strategy=tidal_entropy, *args, **kwargs):
+    def __init__(
+        self, estimator: BaseEstimator, query_strategy: Callable = tidal_entropy, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(estimator, query_strategy, *args, **kwargs)
 
-    def teach(self, X, y, *args, **kwargs) -> None:
+    def teach(self, X: ArrayLike, y: ArrayLike, *args: Any, **kwargs: Any) -> None:
         """Add ``X``, ``y`` to the training data and refit; on an error, restore the data and re-raise.
 
         Parameters
@@ -62,7 +70,7 @@ class TiDALActiveLearner(ActiveLearner):
             self.X_training, self.y_training = X_training, y_training
             raise
 
-    def query(self, X_pool, *args, **kwargs):
+    def query(self, X_pool: InputData, *args: Any, **kwargs: Any) -> tuple:
         """As :meth:`modAL.models.ActiveLearner.query`; also takes a tensor pool on modAL 0.4.1.
 
         Returns

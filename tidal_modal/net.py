@@ -1,6 +1,11 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from skorch import NeuralNetClassifier
 from skorch.callbacks import PassthroughScoring
 from skorch.dataset import unpack_data
@@ -8,11 +13,13 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from .dynamics import IndexedDataset, TrainingDynamics
 from .modules import TiDALModule
 from .validation import (
+    InputData,
+    Labels,
     check_n_outputs,
     check_predict_input,
     check_training_data,
@@ -111,15 +118,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def __init__(
         self,
-        module,
-        *args,
-        td_layers=None,
-        td_weight=1.0,
-        td_hidden=128,
-        criterion=nn.CrossEntropyLoss,
-        train_split=None,
-        **kwargs,
-    ):
+        module: type[nn.Module] | nn.Module,
+        *args: Any,
+        td_layers: str | Sequence[str] | None = None,
+        td_weight: float = 1.0,
+        td_hidden: int = 128,
+        criterion: type[nn.Module] | nn.Module = nn.CrossEntropyLoss,
+        train_split: Callable | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
         self.td_layers = td_layers
@@ -135,7 +142,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- initialisation -------------------------------------------------------------------
 
-    def initialize_module(self):
+    def initialize_module(self) -> "TiDALNetClassifier":
         """Build the user's module (skorch-style) and attach the TD head to it."""
         super().initialize_module()
         self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
@@ -156,7 +163,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- training -------------------------------------------------------------------------
 
-    def fit(self, X, y=None, **fit_params):
+    def fit(self, X: InputData, y: Labels | None = None, **fit_params: Any) -> "TiDALNetClassifier":
         """Initialise the module (unless warm-starting) and train it, as in skorch.
 
         ``X`` and ``y`` are validated first, so that a bad input raises before skorch
@@ -178,7 +185,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
         return super().fit(X, y, **fit_params)
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
+    def partial_fit(
+        self, X: InputData, y: Labels | None = None, classes: ArrayLike | None = None, **fit_params: Any
+    ) -> "TiDALNetClassifier":
         """Train further without re-initialising; training dynamics restart with each call.
 
         See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD
@@ -194,7 +203,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self._materialize_lazy_parameters(X, y)
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
-    def check_data(self, X, y):
+    def check_data(self, X: InputData, y: Labels | None) -> None:
         """As in skorch, but keep the classes settled by :meth:`partial_fit`.
 
         skorch infers the classes from each call's labels, which while warm-starting may miss
@@ -205,7 +214,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         if classes is not None and y is not None:
             self.classes_inferred_ = classes
 
-    def get_split_datasets(self, X, y=None, **fit_params):
+    def get_split_datasets(
+        self, X: InputData, y: Labels | None = None, **fit_params: Any
+    ) -> tuple[Dataset, Dataset | None]:
         """Attach row indices to the data before skorch splits it, and restart the TD buffer."""
         dataset = IndexedDataset(self.get_dataset(X, y))
         self.dynamics_ = TrainingDynamics(len(dataset))
@@ -222,7 +233,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
             dataset_valid = IndexedDataset(dataset_valid)
         return dataset_train, dataset_valid
 
-    def infer(self, x, **fit_params):
+    def infer(self, x: InputData, **fit_params: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
         and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
@@ -232,7 +243,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
                 x = x.to(dtype)
         return super().infer(x, **fit_params)
 
-    def get_loss(self, y_pred, y_true, X=None, training=False):
+    def get_loss(
+        self,
+        y_pred: torch.Tensor | tuple[torch.Tensor, ...],
+        y_true: Labels,
+        X: InputData | None = None,
+        training: bool = False,
+    ) -> torch.Tensor:
         """The classifier's loss on the logits (the first output); the TD term is separate."""
         logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
         y_true = to_tensor(y_true, device=self.device)
@@ -240,11 +257,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
             y_true = y_true.long()  # CrossEntropyLoss wants int64 class indices
         return super().get_loss(logits, y_true, X=X, training=training)
 
-    def get_td_loss(self, td_logits, td_target):
+    def get_td_loss(self, td_logits: torch.Tensor, td_target: torch.Tensor) -> torch.Tensor:
         """``KL(pbar || softmax(td_logits))`` with batch-mean reduction; ``pbar`` is the target."""
         return F.kl_div(F.log_softmax(td_logits, dim=1), td_target, reduction="batchmean")
 
-    def train_step_single(self, batch, **fit_params):
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL."""
         self._set_training(True)
         Xi, (yi, index) = unpack_data(batch)
@@ -256,12 +273,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         loss.backward()
         return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
 
-    def validation_step(self, batch, **fit_params):
+    def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
         Xi, (yi, _) = unpack_data(batch)
         return super().validation_step((Xi, yi), **fit_params)
 
-    def notify(self, method_name, **cb_kwargs):
+    def notify(self, method_name: str, **cb_kwargs: Any) -> None:
         """Notify the callbacks as skorch does, with batches as ``(X, y)``, without the row indices.
 
         Callbacks such as ``EpochScoring`` collect ``y`` from the batches they see.
@@ -271,14 +288,24 @@ class TiDALNetClassifier(NeuralNetClassifier):
             cb_kwargs["batch"] = (Xi, yi)
         super().notify(method_name, **cb_kwargs)
 
-    def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
+    def on_batch_end(
+        self,
+        net: NeuralNetClassifier,
+        batch: Any = None,
+        training: bool = False,
+        td_loss: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Record the training batch's TD loss in the history (``train_td_loss``)."""
         if training and td_loss is not None:
             # skorch has already synchronised on this step's loss, so .item() costs no extra wait
             self.history.record_batch("train_td_loss", td_loss.item())
 
     # --- prediction -----------------------------------------------------------------------
 
-    def forward_iter(self, X, training=False, device="cpu"):
+    def forward_iter(
+        self, X: InputData, training: bool = False, device: str | torch.device = "cpu"
+    ) -> Iterator[Any]:
         """As in skorch, once the net is known to be fitted and ``X`` to match its training data.
 
         Every prediction (``predict``, ``predict_proba``, ``forward``, :meth:`predict_td`) goes
@@ -288,13 +315,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
         yield from super().forward_iter(X, training=training, device=device)
 
     @property
-    def training_dynamics_(self):
+    def training_dynamics_(self) -> np.ndarray:
         """Recorded TD ``[n_samples, n_classes]`` of the rows of the last fit (NaN for rows never
         trained on, e.g. a validation split's)."""
         self.check_is_fitted(["dynamics_"])
         return self.dynamics_.to_numpy()
 
-    def predict_td(self, X, *, return_proba=False):
+    def predict_td(
+        self, X: InputData, *, return_proba: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted training dynamics: the TD head's softmax, one pass in eval mode.
 
         Parameters

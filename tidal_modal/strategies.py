@@ -9,12 +9,15 @@ the estimator's public ``predict_td``, so any estimator that has one can be quer
 from importlib.metadata import version
 
 import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from skorch.dataset import get_len
 from skorch.utils import multi_indexing
 
 from .scores import td_entropy, td_margin
+from .validation import InputData
 from .validation import check_positive_int as _check_positive_int
 
 __all__ = [
@@ -81,7 +84,13 @@ def _predict_td(classifier, X, return_proba=False):
     return means if return_proba else means[0]
 
 
-def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=None):
+def select_top_k(
+    scores: ArrayLike,
+    n_instances: int,
+    *,
+    random_tie_break: bool = False,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray:
     """Indices of the ``n_instances`` highest scores, highest first, in O(n) selection.
 
     Parameters
@@ -121,7 +130,7 @@ def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=No
     return order[top]
 
 
-def classifier_td_entropy(classifier, X):
+def classifier_td_entropy(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """Entropy of the predicted training dynamics of each row of ``X`` (higher = more uncertain).
 
     Parameters
@@ -138,7 +147,7 @@ def classifier_td_entropy(classifier, X):
     return td_entropy(_predict_td(classifier, X))
 
 
-def classifier_td_margin(classifier, X):
+def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """Margin of the predicted training dynamics at the classifier's predicted label.
 
     Predicted TD and predicted labels come from one forward pass. Lower = more uncertain.
@@ -188,8 +197,14 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
 
 
 def tidal_entropy(
-    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
-):
+    classifier: BaseEstimator,
+    X_pool: InputData,
+    n_instances: int = 1,
+    *,
+    random_tie_break: bool = False,
+    pool_subset: int | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """TiDAL query strategy: the rows whose predicted training dynamics have the highest entropy.
 
     Parameters
@@ -228,13 +243,29 @@ def tidal_entropy(
 
 
 def tidal_margin(
-    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
-):
+    classifier: BaseEstimator,
+    X_pool: InputData,
+    n_instances: int = 1,
+    *,
+    random_tie_break: bool = False,
+    pool_subset: int | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """TiDAL query strategy: the rows with the smallest predicted-TD margin at the predicted label.
 
     The margin is ``ptilde[yhat] - max_{c != yhat} ptilde[c]``, with ``yhat`` the classifier's
-    prediction; both come from one forward pass. Parameters and return value as in
-    :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated margins.
+    prediction (a Committee's consensus label); both come from one forward pass.
+
+    Parameters
+    ----------
+    classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state
+        As in :func:`tidal_entropy`.
+
+    Returns
+    -------
+    indices : ndarray of int, shape (n_instances,)
+        As in :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated
+        margins.
     """
 
     def uncertainty(clf, X):

@@ -7,10 +7,13 @@ and finiteness is tested with scikit-learn's sum-first test, one streaming pass 
 nothing (also on a memory-mapped pool).
 """
 
+from collections.abc import Mapping
 from numbers import Integral
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
@@ -18,8 +21,11 @@ from skorch.dataset import get_len
 from skorch.utils import is_dataset, to_numpy
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
+from torch.utils.data import Dataset
 
 __all__ = [
+    "InputData",
+    "Labels",
     "check_positive_int",
     "check_predict_input",
     "check_training_data",
@@ -28,6 +34,12 @@ __all__ = [
     "record_input_shape",
     "takes_integer_input",
 ]
+
+#: Rows the net and the strategies take: arrays (also memory-mapped), lists, DataFrames,
+#: tensors, datasets, or a dict of those for a module with several inputs.
+InputData: TypeAlias = ArrayLike | torch.Tensor | Dataset | Mapping[str, Any]
+#: Class indices ``0..C-1``.
+Labels: TypeAlias = ArrayLike | torch.Tensor
 
 
 def check_positive_int(value: object, name: str) -> int:
@@ -47,7 +59,7 @@ def check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def is_fitted(net) -> bool:
+def is_fitted(net: Any) -> bool:
     """Whether ``net`` has a module whose every parameter is materialised (fitted or loaded)."""
     if not getattr(net, "initialized_", False):
         return False
@@ -113,7 +125,7 @@ def _check_input_shape(net, X, input_name):
     )
 
 
-def record_input_shape(net, X) -> None:
+def record_input_shape(net: Any, X: InputData) -> None:
     """Remember the shape of a row of the training data (``input_shape_``, ``n_features_in_``)."""
     for attribute in ("input_shape_", "n_features_in_"):
         if hasattr(net, attribute):
@@ -125,7 +137,7 @@ def record_input_shape(net, X) -> None:
         net.n_features_in_ = net.input_shape_[0]
 
 
-def check_predict_input(net, X, input_name: str = "X"):
+def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputData:
     """Check that ``net`` is fitted and that ``X`` can be scored by it; return ``X`` ready for it.
 
     Raises
@@ -168,7 +180,7 @@ def _n_outputs(net):
     return net.module_.td_head.weight.shape[0]
 
 
-def check_n_outputs(n_outputs: int, classes) -> None:
+def check_n_outputs(n_outputs: int, classes: ArrayLike) -> None:
     """Check that the module outputs one logit per class.
 
     Parameters
@@ -245,7 +257,9 @@ def _check_labels(net, y, n_samples, reset):
     return y, classes
 
 
-def check_training_data(net, X, y, *, reset: bool):
+def check_training_data(
+    net: Any, X: InputData, y: Labels | None, *, reset: bool
+) -> tuple[InputData, np.ndarray | None, np.ndarray | None]:
     """Validate training data before ``fit`` / ``partial_fit`` change anything.
 
     Parameters
