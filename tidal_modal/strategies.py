@@ -209,9 +209,10 @@ def tidal_entropy(
 
     Parameters
     ----------
-    classifier : modAL learner, TiDALNetClassifier or Pipeline ending in one
+    classifier : modAL learner or Committee, TiDALNetClassifier or Pipeline ending in one
         A learner's ``.estimator`` is used. The earlier steps of a Pipeline transform the
-        candidates once; the last step must have ``predict_td``.
+        candidates once; the last step must have ``predict_td``. A Committee's members'
+        predicted TD are averaged.
     X_pool : array-like or tensor
         The unlabeled pool.
     n_instances : int, default=1
