@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
 
-from .dynamics import IndexedDataset, TrainingDynamics
+from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
 from .modules import TiDALModule
 
 __all__ = ["TiDALNetClassifier"]
@@ -183,6 +183,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
         Xi, (yi, _) = unpack_data(batch)
         return super().validation_step((Xi, yi), **fit_params)
+
+    def notify(self, method_name, **cb_kwargs):
+        """Notify callbacks as skorch does, showing them batches without our row indices."""
+        batch = cb_kwargs.get("batch")
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
+            cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
+        super().notify(method_name, **cb_kwargs)
 
     def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
         if training and td_loss is not None:

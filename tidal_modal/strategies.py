@@ -6,10 +6,11 @@ strategies, which hand the top-k selection to :func:`select_top_k`. The strategi
 the estimator's public ``predict_td``, so any estimator that has one can be queried.
 """
 
-from importlib.metadata import version
+import inspect
 from numbers import Integral
 
 import numpy as np
+from modAL.models.base import BaseLearner
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from skorch.dataset import get_len
@@ -26,14 +27,10 @@ __all__ = [
 ]
 
 
-def _modal_returns_metrics():
-    # modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that
-    # fails, silently calls the strategy again -- and mis-reads bare indices of length 2.
-    major, minor, patch = (int(part) for part in (version("modAL-python").split(".") + ["0"])[:3])
-    return (major, minor, patch) >= (0, 4, 2)
-
-
-MODAL_RETURNS_METRICS = _modal_returns_metrics()
+# modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that fails,
+# silently calls the strategy again -- and mis-reads bare indices of length 2. Ask the modAL
+# that is imported (0.4.2 added ``return_metrics`` to ``query``) rather than package metadata.
+MODAL_RETURNS_METRICS = "return_metrics" in inspect.signature(BaseLearner.query).parameters
 
 
 def _td_estimator(classifier):
@@ -189,10 +186,19 @@ def tidal_entropy(
 
     Examples
     --------
-    >>> from modAL.models import ActiveLearner                         # doctest: +SKIP
-    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy,
-    ...                         X_training=X0, y_training=y0)          # doctest: +SKIP
-    >>> idx, rows = learner.query(X_pool, n_instances=100)             # doctest: +SKIP
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from modAL.models import ActiveLearner
+    >>> from tidal_modal import TiDALNetClassifier, tidal_entropy
+    >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy, X_training=X[:20], y_training=y[:20])
+    >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
+    >>> idx.shape, rows.shape
+    ((5,), (5, 4))
     """
     return _query(
         classifier_td_entropy, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state
