@@ -4,13 +4,14 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import PassthroughScoring
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import to_device, to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
 
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
 from .modules import TiDALModule
+from .pool import is_sliceable, iter_slices
 
 __all__ = ["TiDALNetClassifier"]
 
@@ -205,6 +206,25 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self.check_is_fitted(["dynamics_"])
         return self.dynamics_.to_numpy()
 
+    def forward_iter(self, X, training=False, device="cpu"):
+        """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
+
+        Arrays (memory-mapped ones too) and tensors are sliced into batches of
+        ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
+        ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
+        more than the forward pass itself. Other inputs take skorch's path.
+        """
+        if not is_sliceable(X):
+            yield from super().forward_iter(X, training=training, device=device)
+            return
+        self.check_is_fitted()
+        self._set_training(training)
+        batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+        for Xi in iter_slices(X, batch_size):
+            with torch.set_grad_enabled(training):
+                yp = self.infer(Xi)
+            yield to_device(yp, device=device)
+
     def predict_td(self, X, *, return_proba=False):
         """Predicted training dynamics: the TD head's softmax, one pass in eval mode.
 
@@ -223,13 +243,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         proba : ndarray of shape (n_samples, n_classes)
             Only if ``return_proba``.
         """
-        nonlin = self._get_predict_nonlinearity()
-        td, proba = [], []
-        for logits, td_logits in self.forward_iter(X, training=False):
-            td.append(torch.softmax(td_logits, dim=1))
+        logits, td_logits = [], []
+        for batch_logits, batch_td_logits in self.forward_iter(X, training=False):
+            td_logits.append(batch_td_logits)
             if return_proba:
-                proba.append(nonlin(logits))
-        td = torch.cat(td).numpy()
+                logits.append(batch_logits)
+        td = torch.softmax(torch.cat(td_logits), dim=1).numpy()  # [n, n_classes]
         if return_proba:
-            return td, torch.cat(proba).numpy()
+            return td, self._get_predict_nonlinearity()(torch.cat(logits)).numpy()
         return td

@@ -13,9 +13,8 @@ import numpy as np
 from modAL.models.base import BaseLearner
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from skorch.dataset import get_len
-from skorch.utils import multi_indexing
 
+from .pool import iter_slices, num_rows, take_rows
 from .scores import td_entropy, td_margin
 
 __all__ = [
@@ -87,23 +86,39 @@ def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=No
     return order[top]
 
 
+# Rows a Pipeline's earlier steps transform at a time: each row is transformed once, and no
+# transformed copy of a large pool is made; large enough that per-call overhead is negligible.
+TRANSFORM_CHUNK_ROWS = 8192
+
+
+def _predict_td(classifier, X, return_proba=False):
+    """``predict_td`` of the estimator behind ``classifier``, through a Pipeline's transform."""
+    transform, estimator = _td_estimator(classifier)
+    if transform is None:
+        return estimator.predict_td(X, return_proba=return_proba)
+    parts = [
+        estimator.predict_td(transform.transform(chunk), return_proba=return_proba)
+        for chunk in iter_slices(X, TRANSFORM_CHUNK_ROWS)
+    ]
+    if return_proba:
+        return tuple(np.concatenate(outputs) for outputs in zip(*parts, strict=True))
+    return np.concatenate(parts)
+
+
 def classifier_td_entropy(classifier, X):
     """Entropy of the predicted training dynamics of each row of ``X`` (higher = more uncertain).
 
     Parameters
     ----------
     classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
-    X : array-like
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    return td_entropy(estimator.predict_td(X))
+    return td_entropy(_predict_td(classifier, X))
 
 
 def classifier_td_margin(classifier, X):
@@ -114,17 +129,14 @@ def classifier_td_margin(classifier, X):
     Parameters
     ----------
     classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
-    X : array-like
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    td, proba = estimator.predict_td(X, return_proba=True)
+    td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
 
 
@@ -132,7 +144,7 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
     n_instances = _check_positive_int(n_instances, "n_instances")
     _td_estimator(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
-    n_pool = get_len(X_pool)
+    n_pool = num_rows(X_pool)
     if n_pool == 0:
         raise ValueError("X_pool is empty: there is nothing left to query.")
     candidates = None
@@ -141,7 +153,7 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
         if pool_subset < n_pool:
             # sorted, so that a memory-mapped pool is read front to back
             candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
-            X_pool = multi_indexing(X_pool, candidates)
+            X_pool = take_rows(X_pool, candidates)
     n_candidates = n_pool if candidates is None else len(candidates)
     if n_instances > n_candidates:
         raise ValueError(
