@@ -71,7 +71,9 @@ def take_rows(X, rows):
         return RowSubset(X, rows)
     if isinstance(X, Dataset):
         return Subset(X, rows.tolist())
-    return multi_indexing(X, rows)  # lists, DataFrames, sparse matrices: only k rows are copied
+    if isinstance(X, list):  # skorch would read a list as several inputs
+        return [X[i] for i in rows]
+    return multi_indexing(X, rows)  # DataFrames, sparse matrices: only k rows are copied
 
 
 def iter_slices(X, batch_size):
