@@ -90,16 +90,19 @@ class TestStreamingEqualsBatch:
             for other in (memmap, torch.as_tensor(data), Dataset(data)):
                 np.testing.assert_array_equal(indices_of(strategy(fitted, other, 7, **kwargs)), expected)
 
-    def test_a_memmap_pool_is_never_copied_whole(self, fitted, tmp_path):
+    def test_a_memmap_pool_is_never_copied_whole(self, tmp_path):
+        net = TiDALNetClassifier(
+            MLP, module__n_features=64, module__n_classes=3, max_epochs=1, batch_size=512, verbose=0
+        ).fit(np.random.RandomState(0).randn(100, 64).astype(np.float32), np.arange(100) % 3)
         path = tmp_path / "big.npy"
-        np.save(path, np.random.RandomState(2).randn(100_000, 16).astype(np.float64))  # 12.8 MB
+        np.save(path, np.random.RandomState(2).randn(50_000, 64).astype(np.float32))  # 12.8 MB
         memmap = np.load(path, mmap_mode="r")
         tracemalloc.start()  # numpy reports its allocations to tracemalloc (torch's are not seen)
         try:
-            tidal_entropy(fitted, memmap, 5)
-            tidal_entropy(fitted, memmap, 5, pool_subset=50_000, random_state=0)
+            tidal_entropy(net, memmap, 5)
+            tidal_margin(net, memmap, 5, pool_subset=20_000, random_state=0)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        # O(batch) reads, the [n] scores and [n, C] outputs: far below one copy of the pool
+        # O(batch) reads plus [n]- and [n, C]-sized results: far below one copy of the pool
         assert peak < 0.25 * memmap.nbytes, peak
