@@ -2,13 +2,13 @@
 
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import PassthroughScoring
 from skorch.dataset import unpack_data
 from skorch.utils import to_device, to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
 
+from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
 from .modules import TiDALModule
 from .pool import is_sliceable, iter_slices
@@ -101,8 +101,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
     @property
     def _default_callbacks(self):
         callbacks = list(super()._default_callbacks)
-        td_loss = ("train_td_loss", PassthroughScoring(name="train_td_loss", on_train=True))
-        callbacks.insert(len(callbacks) - 1, td_loss)  # before print_log, so that it is printed
+        callbacks.insert(len(callbacks) - 1, ("train_td_loss", EpochTDLoss()))  # printed by print_log
         return callbacks
 
     # --- initialisation -------------------------------------------------------------------
@@ -191,11 +190,6 @@ class TiDALNetClassifier(NeuralNetClassifier):
         if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
             cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
         super().notify(method_name, **cb_kwargs)
-
-    def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
-        if training and td_loss is not None:
-            # skorch has already synchronised on this step's loss, so .item() costs no extra wait
-            self.history.record_batch("train_td_loss", td_loss.item())
 
     # --- prediction -----------------------------------------------------------------------
 
