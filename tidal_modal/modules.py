@@ -72,9 +72,8 @@ class TDHead(LazyModuleMixin, nn.Module):
             raise ValueError(
                 f"TDHead has {len(self.branches)} branches but received {len(features)} feature maps."
             )
-        hidden = torch.cat(
-            [branch(global_average_pool(f)) for branch, f in zip(self.branches, features, strict=True)], dim=1
-        )
+        hidden = [branch(global_average_pool(f)) for branch, f in zip(self.branches, features, strict=True)]
+        hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden, dim=1)
         return F.linear(hidden, self.weight, self.bias)
 
 

@@ -7,16 +7,17 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from skorch import NeuralNetClassifier
-from skorch.callbacks import PassthroughScoring
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import to_device, to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset, Subset
 
-from .dynamics import IndexedDataset, TrainingDynamics
+from .callbacks import EpochTDLoss
+from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
 from .modules import TiDALModule
+from .pool import is_sliceable, iter_slices
 from .validation import (
     InputData,
     Labels,
@@ -136,8 +137,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
     @property
     def _default_callbacks(self):
         callbacks = list(super()._default_callbacks)
-        td_loss = ("train_td_loss", PassthroughScoring(name="train_td_loss", on_train=True))
-        callbacks.insert(len(callbacks) - 1, td_loss)  # before print_log, so that it is printed
+        callbacks.insert(len(callbacks) - 1, ("train_td_loss", EpochTDLoss()))  # printed by print_log
         return callbacks
 
     # --- initialisation -------------------------------------------------------------------
@@ -156,9 +156,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         Xi, _ = unpack_data(batch)
         self._set_training(False)  # a dry pass must not move batch-norm statistics
         with torch.no_grad():
-            logits, _ = self.infer(Xi)
-        if y is not None:  # the classes are known (set by partial_fit), so is the width they need
-            check_n_outputs(logits.shape[1], self.classes_)
+            self.infer(Xi)
         self.initialize_optimizer()
 
     # --- training -------------------------------------------------------------------------
@@ -201,6 +199,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
             self.classes_inferred_ = net_classes
         record_input_shape(self, X)
         self._materialize_lazy_parameters(X, y)
+        if net_classes is not None:  # the module's width is known now
+            check_n_outputs(self, net_classes)
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def check_data(self, X: InputData, y: Labels | None) -> None:
@@ -279,40 +279,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return super().validation_step((Xi, yi), **fit_params)
 
     def notify(self, method_name: str, **cb_kwargs: Any) -> None:
-        """Notify the callbacks as skorch does, with batches as ``(X, y)``, without the row indices.
-
-        Callbacks such as ``EpochScoring`` collect ``y`` from the batches they see.
-        """
-        if cb_kwargs.get("batch") is not None:
-            Xi, (yi, _) = unpack_data(cb_kwargs["batch"])
-            cb_kwargs["batch"] = (Xi, yi)
+        """Notify callbacks as skorch does, showing them batches without our row indices."""
+        batch = cb_kwargs.get("batch")
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
+            cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
         super().notify(method_name, **cb_kwargs)
 
-    def on_batch_end(
-        self,
-        net: NeuralNetClassifier,
-        batch: Any = None,
-        training: bool = False,
-        td_loss: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Record the training batch's TD loss in the history (``train_td_loss``)."""
-        if training and td_loss is not None:
-            # skorch has already synchronised on this step's loss, so .item() costs no extra wait
-            self.history.record_batch("train_td_loss", td_loss.item())
-
     # --- prediction -----------------------------------------------------------------------
-
-    def forward_iter(
-        self, X: InputData, training: bool = False, device: str | torch.device = "cpu"
-    ) -> Iterator[Any]:
-        """As in skorch, once the net is known to be fitted and ``X`` to match its training data.
-
-        Every prediction (``predict``, ``predict_proba``, ``forward``, :meth:`predict_td`) goes
-        through here; the checks read shapes and stream once over ``X`` for finiteness.
-        """
-        X = check_predict_input(self, X)
-        yield from super().forward_iter(X, training=training, device=device)
 
     @property
     def training_dynamics_(self) -> np.ndarray:
@@ -320,6 +293,29 @@ class TiDALNetClassifier(NeuralNetClassifier):
         trained on, e.g. a validation split's)."""
         self.check_is_fitted(["dynamics_"])
         return self.dynamics_.to_numpy()
+
+    def forward_iter(
+        self, X: InputData, training: bool = False, device: str | torch.device = "cpu"
+    ) -> Iterator[Any]:
+        """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
+
+        The net must be fitted and ``X`` must match its training data (every prediction goes
+        through here; the checks read shapes and stream once over ``X`` for finiteness).
+        Arrays (memory-mapped ones too) and tensors are sliced into batches of
+        ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
+        ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
+        more than the forward pass itself. Other inputs take skorch's path.
+        """
+        X = check_predict_input(self, X)
+        if not is_sliceable(X):
+            yield from super().forward_iter(X, training=training, device=device)
+            return
+        self._set_training(training)
+        batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+        for Xi in iter_slices(X, batch_size):
+            with torch.set_grad_enabled(training):
+                yp = self.infer(Xi)
+            yield to_device(yp, device=device)
 
     def predict_td(
         self, X: InputData, *, return_proba: bool = False
@@ -341,13 +337,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         proba : ndarray of shape (n_samples, n_classes)
             Only if ``return_proba``.
         """
-        nonlin = self._get_predict_nonlinearity()
-        td, proba = [], []
-        for logits, td_logits in self.forward_iter(X, training=False):
-            td.append(torch.softmax(td_logits, dim=1))
+        logits, td_logits = [], []
+        for batch_logits, batch_td_logits in self.forward_iter(X, training=False):
+            td_logits.append(batch_td_logits)
             if return_proba:
-                proba.append(nonlin(logits))
-        td = torch.cat(td).numpy()
+                logits.append(batch_logits)
+        td = torch.softmax(torch.cat(td_logits), dim=1).numpy()  # [n, n_classes]
         if return_proba:
-            return td, torch.cat(proba).numpy()
+            return td, self._get_predict_nonlinearity()(torch.cat(logits)).numpy()
         return td

@@ -6,16 +6,16 @@ strategies, which hand the top-k selection to :func:`select_top_k`. The strategi
 the estimator's public ``predict_td``, so any estimator that has one can be queried.
 """
 
-from importlib.metadata import version
+import inspect
 
 import numpy as np
+from modAL.models.base import BaseLearner
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from skorch.dataset import get_len
-from skorch.utils import multi_indexing
 
+from .pool import iter_slices, num_rows, take_rows
 from .scores import td_entropy, td_margin
 from .validation import InputData
 from .validation import check_positive_int as _check_positive_int
@@ -29,14 +29,10 @@ __all__ = [
 ]
 
 
-def _modal_returns_metrics():
-    # modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that
-    # fails, silently calls the strategy again -- and mis-reads bare indices of length 2.
-    major, minor, patch = (int(part) for part in (version("modAL-python").split(".") + ["0"])[:3])
-    return (major, minor, patch) >= (0, 4, 2)
-
-
-MODAL_RETURNS_METRICS = _modal_returns_metrics()
+# modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that fails,
+# silently calls the strategy again -- and mis-reads bare indices of length 2. Ask the modAL
+# that is imported (0.4.2 added ``return_metrics`` to ``query``) rather than package metadata.
+MODAL_RETURNS_METRICS = "return_metrics" in inspect.signature(BaseLearner.query).parameters
 
 
 def _td_estimator(classifier):
@@ -62,26 +58,6 @@ def _td_members(classifier):
     if not len(learners):
         raise ValueError("The Committee has no learners to query.")
     return [_td_estimator(learner) for learner in learners]
-
-
-def _predict_td(classifier, X, return_proba=False):
-    """Predicted TD (and probabilities) of ``X``; a modAL ``Committee`` gives its members' mean.
-
-    The members' mean probabilities are the committee's consensus, whose argmax is the label
-    ``Committee.predict`` returns.
-    """
-    outputs = []
-    for transform, estimator in _td_members(classifier):
-        Xt = X if transform is None else transform.transform(X)
-        out = estimator.predict_td(Xt, return_proba=return_proba)
-        outputs.append(out if return_proba else (out,))
-    if len({out[0].shape for out in outputs}) > 1:
-        raise ValueError(
-            "The Committee's members predict different numbers of classes; declare the same "
-            "classes=[...] for every member."
-        )
-    means = tuple(np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
-    return means if return_proba else means[0]
 
 
 def select_top_k(
@@ -130,6 +106,45 @@ def select_top_k(
     return order[top]
 
 
+# Rows a Pipeline's earlier steps transform at a time: each row is transformed once, and no
+# transformed copy of a large pool is made; large enough that per-call overhead is negligible.
+TRANSFORM_CHUNK_ROWS = 8192
+
+
+def _member_predict_td(transform, estimator, X, return_proba):
+    """``predict_td`` of one estimator, through a Pipeline's transform."""
+    if transform is None:
+        return estimator.predict_td(X, return_proba=return_proba)
+    parts = [
+        estimator.predict_td(transform.transform(chunk), return_proba=return_proba)
+        for chunk in iter_slices(X, TRANSFORM_CHUNK_ROWS)
+    ]
+    if return_proba:
+        return tuple(np.concatenate(outputs) for outputs in zip(*parts, strict=True))
+    return np.concatenate(parts)
+
+
+def _predict_td(classifier, X, return_proba=False):
+    """``predict_td`` of the estimator behind ``classifier``; a modAL ``Committee`` gives its
+    members' mean.
+
+    The members' mean probabilities are the committee's consensus, whose argmax is the label
+    ``Committee.predict`` returns.
+    """
+    outputs = [_member_predict_td(*member, X, return_proba) for member in _td_members(classifier)]
+    if len(outputs) == 1:
+        return outputs[0]
+    if not return_proba:
+        outputs = [(out,) for out in outputs]
+    if len({out[0].shape for out in outputs}) > 1:
+        raise ValueError(
+            "The Committee's members predict different numbers of classes; declare the same "
+            "classes=[...] for every member."
+        )
+    means = tuple(np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
+    return means if return_proba else means[0]
+
+
 def classifier_td_entropy(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """Entropy of the predicted training dynamics of each row of ``X`` (higher = more uncertain).
 
@@ -137,7 +152,7 @@ def classifier_td_entropy(classifier: BaseEstimator, X: InputData) -> np.ndarray
     ----------
     classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
         A Committee's members' predicted TD are averaged.
-    X : array-like
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
@@ -157,7 +172,7 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
         A Committee's members' predicted TD are averaged, and its consensus label (the argmax
         of the members' mean probabilities) is the predicted label.
-    X : array-like
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
@@ -172,7 +187,7 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
     n_instances = _check_positive_int(n_instances, "n_instances")
     _td_members(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
-    n_pool = get_len(X_pool)
+    n_pool = num_rows(X_pool)
     if n_pool == 0:
         raise ValueError("X_pool is empty: there is nothing left to query.")
     candidates = None
@@ -181,7 +196,7 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
         if pool_subset < n_pool:
             # sorted, so that a memory-mapped pool is read front to back
             candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
-            X_pool = multi_indexing(X_pool, candidates)
+            X_pool = take_rows(X_pool, candidates)
     n_candidates = n_pool if candidates is None else len(candidates)
     if n_instances > n_candidates:
         raise ValueError(
@@ -233,10 +248,19 @@ def tidal_entropy(
 
     Examples
     --------
-    >>> from modAL.models import ActiveLearner                         # doctest: +SKIP
-    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy,
-    ...                         X_training=X0, y_training=y0)          # doctest: +SKIP
-    >>> idx, rows = learner.query(X_pool, n_instances=100)             # doctest: +SKIP
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from modAL.models import ActiveLearner
+    >>> from tidal_modal import TiDALNetClassifier, tidal_entropy
+    >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy, X_training=X[:20], y_training=y[:20])
+    >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
+    >>> idx.shape, rows.shape
+    ((5,), (5, 4))
     """
     return _query(
         classifier_td_entropy, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state

@@ -23,8 +23,11 @@ from torch import nn
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
+from .pool import RowSubset
+
 __all__ = [
     "InputData",
+    "InvalidParameterError",
     "Labels",
     "check_positive_int",
     "check_predict_input",
@@ -42,18 +45,35 @@ InputData: TypeAlias = ArrayLike | torch.Tensor | Dataset | Mapping[str, Any]
 Labels: TypeAlias = ArrayLike | torch.Tensor
 
 
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type; a ``TypeError`` and, as in scikit-learn, a ``ValueError``."""
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` as an ``int`` if it is a positive integer.
 
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The parameter's name, for the message.
+
+    Returns
+    -------
+    int
+
     Raises
     ------
-    TypeError
+    InvalidParameterError
         If ``value`` is not an integer (``bool`` and floats such as ``5.0`` included).
     ValueError
         If ``value < 1``.
     """
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}.")
+        raise InvalidParameterError(
+            f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}."
+        )
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}.")
     return int(value)
@@ -75,23 +95,28 @@ def _check_X(X, net, input_name):
     """Rows of ``X`` as the net will see them: numeric, at least 2-D, non-empty and finite.
 
     Datasets and dicts (multi-input modules) pass through: their rows are unknown without
-    reading them. Tensors are checked in place; other array-likes (lists, DataFrames, object
-    arrays) go through ``check_array``, which copies only what needs converting.
+    reading them. Tensors and lazy row subsets are checked in place (a row subset's values are
+    not read: its rows are scored batch by batch, and non-finite scores are refused later);
+    other array-likes (lists, DataFrames, object arrays) go through ``check_array``, which
+    copies only what needs converting.
     """
     if is_dataset(X) or isinstance(X, dict):
         return X
-    if isinstance(X, torch.Tensor):
-        if X.device.type == "meta":
+    if isinstance(X, (torch.Tensor, RowSubset)):
+        if isinstance(X, torch.Tensor) and X.device.type == "meta":
             raise ValueError(f"{input_name} is a tensor on the 'meta' device, which holds no data.")
-        if X.dim() < 2:
+        if len(X.shape) < 2:
             raise ValueError(
-                f"Expected a 2-D (or higher) {input_name}, got a tensor of shape {tuple(X.shape)}. "
-                "Reshape it with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for one row."
+                f"Expected a 2-D (or higher) {input_name}, got shape {tuple(X.shape)}. Reshape it "
+                "with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for one row."
             )
         if len(X) == 0:
             raise ValueError(f"{input_name} has 0 rows; at least 1 is required.")
-        if X.is_floating_point() and not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
-            raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
+        if isinstance(X, RowSubset) and not isinstance(X.dtype, torch.dtype) and X.dtype.kind not in "biuf":
+            raise ValueError(f"{input_name} has dtype {X.dtype}; convert it to numbers first.")
+        if isinstance(X, torch.Tensor) and X.is_floating_point():
+            if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
+                raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
         return X
     # dtype="numeric" keeps float and integer arrays as they are (no copy) and converts object arrays
     return check_array(
@@ -180,13 +205,13 @@ def _n_outputs(net):
     return net.module_.td_head.weight.shape[0]
 
 
-def check_n_outputs(n_outputs: int, classes: ArrayLike) -> None:
-    """Check that the module outputs one logit per class.
+def check_n_outputs(net: Any, classes: ArrayLike) -> None:
+    """Check that a fitted module outputs one logit per class.
 
     Parameters
     ----------
-    n_outputs : int
-        Width of the module's output.
+    net : TiDALNetClassifier
+        Nothing is checked unless its module is fitted (its width is then known).
     classes : array-like
         The classes the net knows.
 
@@ -195,8 +220,9 @@ def check_n_outputs(n_outputs: int, classes: ArrayLike) -> None:
     ValueError
         If the widths differ, with the fix (declare ``classes=`` or change the module).
     """
+    n_outputs = _n_outputs(net)
     classes = np.asarray(classes)
-    if n_outputs != len(classes):
+    if n_outputs is not None and n_outputs != len(classes):
         raise ValueError(
             f"The module outputs {n_outputs} logits, but the net knows {len(classes)} classes "
             f"{classes.tolist()}. Give the module one output per class; if the labeled data does not "
@@ -251,9 +277,7 @@ def _check_labels(net, y, n_samples, reset):
             f"y contains the class(es) {new.tolist()}, which are not among {source} {classes.tolist()}. "
             + hint
         )
-    n_outputs = _n_outputs(net)
-    if n_outputs is not None:  # a fitted module's width is known: refuse before skorch re-initialises it
-        check_n_outputs(n_outputs, classes)
+    check_n_outputs(net, classes)  # a fitted module's width is known: refuse before skorch re-initialises it
     return y, classes
 
 
