@@ -269,6 +269,12 @@ class TestPredictInput:
         with pytest.raises(ValueError, match=match):
             getattr(fitted, method)(X)
 
+    @pytest.mark.cuda
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+    def test_a_pool_on_another_device_is_moved_batch_by_batch(self, fitted):
+        X = torch.as_tensor(blobs()[0])
+        np.testing.assert_allclose(fitted.predict_td(X.cuda()), fitted.predict_td(X), rtol=1e-6)
+
     def test_image_shape(self):
         X = np.random.RandomState(0).rand(30, 1, 8, 8).astype(np.float32)
         net = make_net(module=ConvNet).fit(X, np.arange(30) % 3)
@@ -319,6 +325,13 @@ class TestQueryInput:
         X[7, 0] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             tidal_entropy(fitted, X)
+
+    def test_nan_in_a_pool_subset(self, fitted):
+        """A row subset is not read up front; its NaN rows give NaN scores, which are refused."""
+        X = blobs()[0]
+        X[::2, 0] = np.nan
+        with pytest.raises(ValueError, match="scores are NaN.*rows hold NaN"):
+            tidal_margin(fitted, X, pool_subset=20, random_state=0)
 
     def test_a_diverged_net_is_not_queried_silently(self, fresh_fit):
         net, X, _ = fresh_fit

@@ -94,7 +94,7 @@ def select_top_k(
         # argpartition would rank NaN arbitrarily: a silently wrong query
         raise ValueError(
             f"{np.count_nonzero(~finite)} scores are NaN or infinite (first at row "
-            f"{np.flatnonzero(~finite)[0]}); the net's predictions are not finite (did training diverge?)."
+            f"{np.flatnonzero(~finite)[0]}): those rows hold NaN or infinity, or training diverged."
         )
     order = np.arange(len(scores))
     if random_tie_break:

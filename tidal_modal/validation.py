@@ -29,10 +29,10 @@ __all__ = [
     "InputData",
     "InvalidParameterError",
     "Labels",
+    "check_n_outputs",
     "check_positive_int",
     "check_predict_input",
     "check_training_data",
-    "check_n_outputs",
     "is_fitted",
     "record_input_shape",
     "takes_integer_input",
@@ -164,6 +164,18 @@ def record_input_shape(net: Any, X: InputData) -> None:
 
 def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputData:
     """Check that ``net`` is fitted and that ``X`` can be scored by it; return ``X`` ready for it.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+    X : array-like, tensor, dict or Dataset
+        Rows to predict on.
+    input_name : str, default="X"
+        How the messages call ``X``.
+
+    Returns
+    -------
+    X : the input, converted only where needed (lists, DataFrames, object arrays)
 
     Raises
     ------
