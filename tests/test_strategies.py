@@ -171,3 +171,10 @@ class TestSelectTopK:
         X, _ = planted_pool()
         with pytest.raises(ValueError, match="n_instances=5 is larger than the 4 candidates"):
             tidal_entropy(PlantedTD(), X, 5, pool_subset=4)
+
+
+def test_non_finite_scores_are_an_error():
+    X, _ = planted_pool()
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        tidal_entropy(PlantedTD(), X, 1)

@@ -87,23 +87,15 @@ def select_top_k(
     """
     scores = np.asarray(scores)
     n_instances = _check_positive_int(n_instances, "n_instances")
-    if n_instances > len(scores):
-        raise ValueError(f"n_instances={n_instances} is larger than the {len(scores)} candidates scored.")
-    finite = np.isfinite(scores)
-    if not finite.all():
-        # argpartition would rank NaN arbitrarily: a silently wrong query
-        raise ValueError(
-            f"{np.count_nonzero(~finite)} scores are NaN or infinite (first at row "
-            f"{np.flatnonzero(~finite)[0]}): those rows hold NaN or infinity, or training diverged."
-        )
-    order = np.arange(len(scores))
-    if random_tie_break:
-        order = check_random_state(random_state).permutation(len(scores))
-    candidates = scores[order]
-    top = np.argpartition(-candidates, n_instances - 1)[:n_instances]
+    n = len(scores)
+    if n_instances > n:
+        raise ValueError(f"n_instances={n_instances} is larger than the {n} candidates scored.")
+    order = check_random_state(random_state).permutation(n) if random_tie_break else None
+    candidates = scores if order is None else scores[order]
+    top = np.argpartition(candidates, n - n_instances)[n - n_instances :]  # O(n), no sort
     # order the few selected rows: by score, then by their (possibly shuffled) position
     top = top[np.lexsort((top, -candidates[top]))]
-    return order[top]
+    return top if order is None else order[top]
 
 
 # Rows a Pipeline's earlier steps transform at a time: each row is transformed once, and no
@@ -204,6 +196,11 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
             f"({'pool_subset' if candidates is not None else 'X_pool'} size)."
         )
     scores = uncertainty(classifier, X_pool)
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            "The scores of the pool contain NaN or inf: the network's outputs are not finite "
+            "(diverged training, or non-finite values in X_pool). Check the data and the learning rate."
+        )
     top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
     indices = top if candidates is None else candidates[top]
     if MODAL_RETURNS_METRICS:
