@@ -54,6 +54,18 @@ class EmbeddingNet(nn.Module):
         return self.out(self.embed(X).mean(dim=1))
 
 
+class TwoInputs(nn.Module):
+    """Takes two inputs, as skorch passes them: a dict as keywords, a tuple as one argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, a, b=None):
+        a, b = a if b is None else (a, b)
+        return self.out(torch.cat([a, b], dim=1))
+
+
 def blobs(n=60, n_features=4, n_classes=3):
     X, y = make_blobs(n_samples=n, n_features=n_features, centers=n_classes, random_state=0)
     return X.astype(np.float32), y
@@ -157,6 +169,13 @@ class TestFitInput:
         X, y = rng.randint(0, 10, size=(40, 5)), np.arange(40) % 3
         net = make_net(module=EmbeddingNet).fit(X, y)
         assert net.predict_td(X).shape == (40, 3)
+
+    @pytest.mark.parametrize("as_dict", [True, False])
+    def test_several_inputs_pass_through(self, as_dict):
+        X, y = blobs()
+        X = {"a": X[:, :2], "b": X[:, 2:]} if as_dict else (X[:, :2], X[:, 2:])
+        net = make_net(module=TwoInputs).fit(X, y)
+        assert net.predict_td(X).shape == (60, 3)
 
     def test_warm_start_with_another_feature_count(self, fresh_fit):
         net, X, y = fresh_fit

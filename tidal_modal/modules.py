@@ -149,11 +149,11 @@ class TiDALModule(nn.Module):
             handles.append(self.backbone.get_submodule(name).register_forward_hook(take_output))
         return handles
 
-    def forward(self, x, **kwargs):
+    def forward(self, *args, **kwargs):
         features = {}
         handles = self._register_hooks(features)
         try:
-            out = self.backbone(x, **kwargs)
+            out = self.backbone(*args, **kwargs)  # skorch passes a dict of inputs as keywords
         finally:
             for handle in handles:
                 handle.remove()

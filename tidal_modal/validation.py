@@ -39,8 +39,8 @@ __all__ = [
 ]
 
 #: Rows the net and the strategies take: arrays (also memory-mapped), lists, DataFrames,
-#: tensors, datasets, or a dict of those for a module with several inputs.
-InputData: TypeAlias = ArrayLike | torch.Tensor | Dataset | Mapping[str, Any]
+#: tensors, datasets, or a dict or tuple of those for a module with several inputs.
+InputData: TypeAlias = ArrayLike | torch.Tensor | Dataset | Mapping[str, Any] | tuple
 #: Class indices ``0..C-1``.
 Labels: TypeAlias = ArrayLike | torch.Tensor
 
@@ -91,16 +91,22 @@ def takes_integer_input(module: nn.Module) -> bool:
     return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules())
 
 
+def _rows_unknown(X):
+    """Whether the rows of ``X`` cannot be seen without reading it: a Dataset, or several inputs
+    (skorch passes a dict or a tuple of arrays to a module that takes several)."""
+    return is_dataset(X) or isinstance(X, (Mapping, tuple))
+
+
 def _check_X(X, net, input_name):
     """Rows of ``X`` as the net will see them: numeric, at least 2-D, non-empty and finite.
 
-    Datasets and dicts (multi-input modules) pass through: their rows are unknown without
+    Datasets, dicts and tuples (several inputs) pass through: their rows are unknown without
     reading them. Tensors and lazy row subsets are checked in place (a row subset's values are
     not read: its rows are scored batch by batch, and non-finite scores are refused later);
     other array-likes (lists, DataFrames, object arrays) go through ``check_array``, which
     copies only what needs converting.
     """
-    if is_dataset(X) or isinstance(X, dict):
+    if _rows_unknown(X):
         return X
     if isinstance(X, (torch.Tensor, RowSubset)):
         if isinstance(X, torch.Tensor) and X.device.type == "meta":
@@ -133,7 +139,7 @@ def _check_X(X, net, input_name):
 def _check_input_shape(net, X, input_name):
     """Compare the shape of the rows of ``X`` with the training data's (``input_shape_``)."""
     expected = getattr(net, "input_shape_", None)
-    if expected is None or is_dataset(X) or isinstance(X, dict):
+    if expected is None or _rows_unknown(X):
         return
     shape = tuple(X.shape[1:])
     if shape == expected:
@@ -155,7 +161,7 @@ def record_input_shape(net: Any, X: InputData) -> None:
     for attribute in ("input_shape_", "n_features_in_"):
         if hasattr(net, attribute):
             delattr(net, attribute)
-    if is_dataset(X) or isinstance(X, dict):
+    if _rows_unknown(X):
         return
     net.input_shape_ = tuple(X.shape[1:])
     if len(net.input_shape_) == 1:
