@@ -102,10 +102,36 @@ class TestQuery:
         assert_same_state(learner, before)
         np.testing.assert_array_equal(X_pool, pool_before)
 
+    @pytest.mark.parametrize(("cls", "expected_calls"), [(TiDALActiveLearner, 1), (ActiveLearner, None)])
+    def test_a_failing_strategy_runs_once(self, data, cls, expected_calls):
+        calls = []
+
+        def failing(learner, X_pool, **kwargs):
+            calls.append(kwargs)
+            raise RuntimeError("out of memory")
+
+        learner = make_learner(data, cls=cls)
+        learner.query_strategy = failing
+        with pytest.raises(RuntimeError, match="out of memory"):
+            learner.query(data[0], n_instances=3)
+        # plain modAL 0.4.2 calls it again after the first error
+        assert len(calls) == (expected_calls or (2 if MODAL_RETURNS_METRICS else 1))
+
+    def test_return_metrics(self, data):
+        learner = make_learner(data)
+        if MODAL_RETURNS_METRICS:
+            idx, rows, metrics = learner.query(data[0], n_instances=3, return_metrics=True)
+            np.testing.assert_array_equal(metrics, -np.sort(-metrics))  # most uncertain first
+        else:  # 0.4.1 strategies return indices only
+            with pytest.warns(UserWarning, match="no metrics"):
+                idx, rows, metrics = learner.query(data[0], n_instances=3, return_metrics=True)
+            assert metrics is None
+        np.testing.assert_array_equal(rows, data[0][idx])
+
     def test_tensor_pool(self, data):
         learner = make_learner(data)
         X_pool = torch.as_tensor(data[0])
-        idx, rows = learner.query(X_pool, n_instances=4, random_state=0)[:2]
+        idx, rows = learner.query(X_pool, n_instances=4, random_state=0)
         assert torch.equal(rows, X_pool[torch.as_tensor(idx)])
         expected = tidal_margin(learner, data[0], n_instances=4, random_state=0)
         np.testing.assert_array_equal(idx, expected[0] if MODAL_RETURNS_METRICS else expected)

@@ -1,14 +1,16 @@
-"""A modAL ActiveLearner that loses nothing when teaching fails."""
+"""A modAL ActiveLearner that loses nothing when teaching fails and queries exactly once."""
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from modAL.models import ActiveLearner
+from modAL.utils.data import retrieve_rows
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 
-from .strategies import MODAL_RETURNS_METRICS, tidal_entropy
+from .strategies import tidal_entropy
 from .validation import InputData
 
 __all__ = ["TiDALActiveLearner"]
@@ -26,8 +28,9 @@ class TiDALActiveLearner(ActiveLearner):
     anything); an error in the middle of training (e.g. out of memory) leaves it partly
     trained.
 
-    It also queries a pool held in a torch tensor under modAL 0.4.1, whose ``query`` cannot
-    take the selected rows of a tensor.
+    Its ``query`` calls the strategy exactly once on either modAL release (modAL 0.4.2 calls
+    a strategy a second time when it raises), and takes a pool held in a torch tensor on
+    modAL 0.4.1 too.
 
     Parameters
     ----------
@@ -41,7 +44,7 @@ class TiDALActiveLearner(ActiveLearner):
     Examples
     --------
     >>> learner = TiDALActiveLearner(net, X_training=X0, y_training=y0)  # doctest: +SKIP
-    >>> idx, rows = learner.query(X_pool, n_instances=100)[:2]          # doctest: +SKIP
+    >>> idx, rows = learner.query(X_pool, n_instances=100)              # doctest: +SKIP
     >>> learner.teach(rows, oracle(idx))                                # doctest: +SKIP
     """
 
@@ -70,15 +73,41 @@ class TiDALActiveLearner(ActiveLearner):
             self.X_training, self.y_training = X_training, y_training
             raise
 
-    def query(self, X_pool: InputData, *args: Any, **kwargs: Any) -> tuple:
-        """As :meth:`modAL.models.ActiveLearner.query`; also takes a tensor pool on modAL 0.4.1.
+    def query(self, X_pool: InputData, *args: Any, return_metrics: bool = False, **kwargs: Any) -> tuple:
+        """Call the query strategy once and return the selected indices and rows.
+
+        As :meth:`modAL.models.ActiveLearner.query` of modAL 0.4.2, with two differences that
+        matter for an expensive strategy: the strategy is called exactly once (modAL 0.4.2
+        calls it a second time when it raises, and reads bare indices of length 2 as
+        ``(index, metrics)``), and a pool held in a torch tensor works on modAL 0.4.1 too.
+
+        Parameters
+        ----------
+        X_pool : array-like, tensor or DataFrame
+            The unlabeled pool.
+        *args, **kwargs
+            Passed to the query strategy (e.g. ``n_instances``).
+        return_metrics : bool, default=False
+            Also return the scores of the selected rows, if the strategy gives them (the TiDAL
+            strategies do with modAL >= 0.4.2).
 
         Returns
         -------
-        tuple
-            ``(indices, rows)``, plus the metrics with modAL >= 0.4.2 and ``return_metrics=True``.
+        indices : ndarray of int
+        rows : the selected rows of ``X_pool``
+        metrics : ndarray or None
+            Only if ``return_metrics``.
         """
-        if MODAL_RETURNS_METRICS or not isinstance(X_pool, torch.Tensor):
-            return super().query(X_pool, *args, **kwargs)
-        indices = self.query_strategy(self, X_pool, *args, **kwargs)
-        return indices, X_pool[torch.as_tensor(indices)]
+        result = self.query_strategy(self, X_pool, *args, **kwargs)
+        indices, metrics = result if isinstance(result, tuple) else (result, None)
+        if isinstance(X_pool, torch.Tensor):
+            rows = X_pool[torch.as_tensor(indices, device=X_pool.device)]
+        else:
+            rows = retrieve_rows(X_pool, indices)
+        if not return_metrics:
+            return indices, rows
+        if metrics is None:
+            warnings.warn(
+                "The query strategy returns no metrics; metrics is None.", UserWarning, stacklevel=2
+            )
+        return indices, rows, metrics
