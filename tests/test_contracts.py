@@ -59,10 +59,16 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-class TestScikitLearn:
-    @parametrize_with_checks(
+def _estimator_checks():
+    marker = parametrize_with_checks(
         [make_net(classes=[0, 1, 2])], legacy=False, expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS
     )
+    # a list instead of scikit-learn's generator, which pytest deprecates as parametrize values
+    return pytest.mark.parametrize(marker.args[0], list(marker.args[1]), **marker.kwargs)
+
+
+class TestScikitLearn:
+    @_estimator_checks()
     def test_estimator_checks(self, estimator, check):
         check(estimator)
 
