@@ -36,6 +36,7 @@ from tqdm import tqdm
 from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import select_top_k
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"fit": 1.10, "query_vs_entropy_sampling": 1.05, "query_vs_bare_forward": 1.15}
 N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
 
@@ -261,7 +262,7 @@ def measure_scaling(sizes, subset, threads, scratch_dir):
                 ]
                 if pool_subset:
                     cmd += ["--worker-subset", str(pool_subset)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 pool_mib = n * N_FEATURES * 4 / 2**20
                 rows.append(
