@@ -26,3 +26,15 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.stage2(self.stage1(x)).mean(dim=(2, 3)))
+
+
+class OwnHead(nn.Module):
+    """A classifier with a TD head of its own: returns ``(logits, td_logits)``."""
+
+    def __init__(self, n_features=4, n_classes=2):
+        super().__init__()
+        self.fc = nn.Linear(n_features, n_classes)
+        self.td = nn.Linear(n_features, n_classes)
+
+    def forward(self, x):
+        return self.fc(x), self.td(x)

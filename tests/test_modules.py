@@ -6,7 +6,7 @@ from torch import nn
 
 from tidal_modal.modules import TDHead, TiDALModule, global_average_pool, last_linear_name
 
-from .models import MLP, SmallCNN
+from .models import MLP, OwnHead, SmallCNN
 
 
 class TestGlobalAveragePool:
@@ -72,15 +72,6 @@ class TestTiDALModule:
         torch.testing.assert_close(clone(x)[1], module(x)[1])
 
     def test_module_with_own_head_drops_ours(self):
-        class OwnHead(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(4, 3)
-                self.td = nn.Linear(4, 3)
-
-            def forward(self, x):
-                return self.fc(x), self.td(x)
-
         module = TiDALModule(OwnHead())
         x = torch.randn(2, 4)
         logits, td_logits = module(x)

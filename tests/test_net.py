@@ -7,11 +7,10 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
-from torch import nn
 
 from tidal_modal import TiDALNetClassifier
 
-from .models import MLP, SmallCNN
+from .models import MLP, OwnHead, SmallCNN
 
 
 class TrainingPassRecorder(Callback):
@@ -206,15 +205,6 @@ class TestBackbones:
         assert net.predict_td(images[:7]).shape == (7, 10)
 
     def test_module_with_its_own_td_head(self, tiny):
-        class OwnHead(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(4, 2)
-                self.td = nn.Linear(4, 2)
-
-            def forward(self, x):
-                return self.fc(x), self.td(x)
-
         X, y = tiny
         net = TiDALNetClassifier(OwnHead, max_epochs=3, verbose=0).fit(X, y)
         assert net.module_.td_head is None
