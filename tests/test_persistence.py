@@ -79,6 +79,7 @@ class TestPickle:
         monkeypatch.setattr(fitted, "device", "cuda")
         blob = pickle.dumps(fitted)
         monkeypatch.undo()
+        assert b"cuda:0" in blob
         with pytest.raises(RuntimeError, match="CUDA"):  # the simulation is faithful: plain loading fails
             torch.load(_save_module(fitted, tag), weights_only=True)
         with pytest.warns(DeviceWarning):
