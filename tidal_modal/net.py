@@ -21,6 +21,7 @@ from .pool import is_sliceable, iter_slices
 from .validation import (
     InputData,
     Labels,
+    check_finite_batch,
     check_n_outputs,
     check_predict_input,
     check_training_data,
@@ -300,7 +301,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
 
         The net must be fitted and ``X`` must match its training data (every prediction goes
-        through here; the checks read shapes and stream once over ``X`` for finiteness).
+        through here; the checks read shapes, and each batch is checked for NaN as it is read).
         Arrays (memory-mapped ones too) and tensors are sliced into batches of
         ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
         ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
@@ -313,6 +314,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self._set_training(training)
         batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
         for Xi in iter_slices(X, batch_size):
+            check_finite_batch(Xi)
             with torch.set_grad_enabled(training):
                 yp = self.infer(Xi)
             yield to_device(yp, device=device)

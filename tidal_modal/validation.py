@@ -23,12 +23,13 @@ from torch import nn
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
-from .pool import RowSubset
+from .pool import RowSubset, is_sliceable
 
 __all__ = [
     "InputData",
     "InvalidParameterError",
     "Labels",
+    "check_finite_batch",
     "check_n_outputs",
     "check_positive_int",
     "check_predict_input",
@@ -97,7 +98,7 @@ def _rows_unknown(X):
     return is_dataset(X) or isinstance(X, (Mapping, tuple))
 
 
-def _check_X(X, net, input_name):
+def _check_X(X, net, input_name, finite=True):
     """Rows of ``X`` as the net will see them: numeric, at least 2-D, non-empty and finite.
 
     Datasets, dicts and tuples (several inputs) pass through: their rows are unknown without
@@ -120,7 +121,7 @@ def _check_X(X, net, input_name):
             raise ValueError(f"{input_name} has 0 rows; at least 1 is required.")
         if isinstance(X, RowSubset) and not isinstance(X.dtype, torch.dtype) and X.dtype.kind not in "biuf":
             raise ValueError(f"{input_name} has dtype {X.dtype}; convert it to numbers first.")
-        if isinstance(X, torch.Tensor) and X.is_floating_point():
+        if finite and isinstance(X, torch.Tensor) and X.is_floating_point():
             if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
                 raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
         return X
@@ -130,7 +131,7 @@ def _check_X(X, net, input_name):
         accept_sparse=True,
         dtype="numeric",
         allow_nd=True,
-        ensure_all_finite=True,
+        ensure_all_finite=finite,
         estimator=net,
         input_name=input_name,
     )
@@ -197,9 +198,30 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputD
             f"This {type(net).__name__} is initialized but not fitted: the TD head has no weights yet. "
             "Call fit (or load_params) before predicting."
         )
-    X = _check_X(X, net, input_name)
+    # rows read by slicing are checked for NaN batch by batch as they are scored (check_finite_batch):
+    # a second pass over a large (memory-mapped) pool would cost as much as reading it again
+    X = _check_X(X, net, input_name, finite=not is_sliceable(X))
     _check_input_shape(net, X, input_name)
     return X
+
+
+def check_finite_batch(batch: np.ndarray | torch.Tensor, input_name: str = "X") -> None:
+    """Refuse a batch of rows that holds NaN or infinity.
+
+    The sum is tested first (as scikit-learn does): one cheap pass over a batch that is in cache
+    anyway; only a non-finite sum (NaN, inf, or an overflow) leads to the element-wise test.
+
+    Raises
+    ------
+    ValueError
+        If a value of the batch is not finite.
+    """
+    if isinstance(batch, torch.Tensor):
+        floating, isfinite = batch.is_floating_point(), torch.isfinite
+    else:
+        floating, isfinite = batch.dtype.kind == "f", np.isfinite
+    if floating and not isfinite(batch.sum()) and not isfinite(batch).all():
+        raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
 
 
 def _declared_classes(net):
