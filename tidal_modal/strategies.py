@@ -17,8 +17,7 @@ from sklearn.utils import check_random_state
 
 from .pool import iter_slices, num_rows, take_rows
 from .scores import td_entropy, td_margin
-from .validation import InputData
-from .validation import check_positive_int as _check_positive_int
+from .validation import InputData, check_positive_int
 
 __all__ = [
     "classifier_td_entropy",
@@ -86,7 +85,7 @@ def select_top_k(
     ndarray of int, shape (n_instances,)
     """
     scores = np.asarray(scores)
-    n_instances = _check_positive_int(n_instances, "n_instances")
+    n_instances = check_positive_int(n_instances, "n_instances")
     n = len(scores)
     if n_instances > n:
         raise ValueError(f"n_instances={n_instances} is larger than the {n} candidates scored.")
@@ -176,7 +175,7 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
 
 
 def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state):
-    n_instances = _check_positive_int(n_instances, "n_instances")
+    n_instances = check_positive_int(n_instances, "n_instances")
     _td_members(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
     n_pool = num_rows(X_pool)
@@ -184,7 +183,7 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
         raise ValueError("X_pool is empty: there is nothing left to query.")
     candidates = None
     if pool_subset is not None:
-        pool_subset = _check_positive_int(pool_subset, "pool_subset")
+        pool_subset = check_positive_int(pool_subset, "pool_subset")
         if pool_subset < n_pool:
             # sorted, so that a memory-mapped pool is read front to back
             candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
