@@ -8,7 +8,7 @@ import torch
 from numpy.typing import ArrayLike
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import to_device, to_tensor
+from skorch.utils import to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
@@ -342,24 +342,26 @@ class TiDALNetClassifier(NeuralNetClassifier):
         proba : ndarray of shape (n_samples, n_classes)
             Only if ``return_proba``.
         """
-        # Each batch is written into arrays allocated once: thousands of small batch outputs
-        # kept until a final concatenation fragment the heap (a large pool's peak memory grew
-        # by ~1 kB per row that way, 25 times the outputs' own size).
+        # Each batch's logits are written into arrays allocated once: thousands of small batch
+        # outputs kept until a final concatenation fragment the heap (a large pool's peak memory
+        # grew by ~1 kB per row that way, 25 times the outputs' own size). The softmax then runs
+        # once, in place, over all rows.
         X = check_predict_input(self, X)
-        nonlin = self._get_predict_nonlinearity()
-        td = proba = None
+        td = logits = None
         start = 0
         for batch_logits, batch_td_logits in self._forward_checked(X, training=False, device="cpu"):
-            batch_td = torch.softmax(batch_td_logits, dim=1).numpy()
-            batch_proba = nonlin(batch_logits).numpy() if return_proba else None
             if td is None:
                 n = num_rows(X)
-                td = np.empty((n, *batch_td.shape[1:]), dtype=batch_td.dtype)  # [n, n_classes]
+                td = np.empty((n, *batch_td_logits.shape[1:]), dtype=to_numpy(batch_td_logits).dtype)
                 if return_proba:
-                    proba = np.empty((n, *batch_proba.shape[1:]), dtype=batch_proba.dtype)
-            stop = start + len(batch_td)
-            td[start:stop] = batch_td
+                    logits = np.empty((n, *batch_logits.shape[1:]), dtype=to_numpy(batch_logits).dtype)
+            stop = start + len(batch_td_logits)
+            td[start:stop] = batch_td_logits
             if return_proba:
-                proba[start:stop] = batch_proba
+                logits[start:stop] = batch_logits
             start = stop
-        return (td, proba) if return_proba else td
+        td_tensor = torch.from_numpy(td)
+        torch.softmax(td_tensor, dim=1, out=td_tensor)  # [n, n_classes], rows sum to 1
+        if return_proba:
+            return td, to_numpy(self._get_predict_nonlinearity()(torch.from_numpy(logits)))
+        return td
