@@ -11,7 +11,7 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
         ["--repeats", "1", "--n-train", "64", "--epochs", "1", "--n-pool", "256",
          "--sizes", "2000", "--subset", "500", "--output-dir", str(out)]
     )  # fmt: skip
-    assert {r["backbone"] for r in results["fit"]} == {"mlp", "cnn"}
+    assert {r["backbone"] for r in results["fit"]} == {"mlp", "mlp-wide", "cnn"}
     assert all(r["ratio"] > 0 and 0 < r["head_share"] for r in results["fit"])
     assert all(r["tidal_entropy_vs_bare_forward"] > 0 for r in results["query"])
     assert [(r["n"], r["pool_subset"]) for r in results["scaling"]] == [(2000, None), (2000, 500)]
