@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
+from sklearn.utils.random import sample_without_replacement
 
 from .pool import iter_slices, num_rows, take_rows
 from .scores import td_entropy, td_margin
@@ -185,8 +186,9 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
     if pool_subset is not None:
         pool_subset = check_positive_int(pool_subset, "pool_subset")
         if pool_subset < n_pool:
-            # sorted, so that a memory-mapped pool is read front to back
-            candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
+            # O(pool_subset) memory, unlike a permutation of the pool; sorted, so that a
+            # memory-mapped pool is read front to back
+            candidates = np.sort(sample_without_replacement(n_pool, pool_subset, random_state=rng))
             X_pool = take_rows(X_pool, candidates)
     n_candidates = n_pool if candidates is None else len(candidates)
     if n_instances > n_candidates:
