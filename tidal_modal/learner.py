@@ -43,9 +43,19 @@ class TiDALActiveLearner(ActiveLearner):
 
     Examples
     --------
-    >>> learner = TiDALActiveLearner(net, X_training=X0, y_training=y0)  # doctest: +SKIP
-    >>> idx, rows = learner.query(X_pool, n_instances=100)              # doctest: +SKIP
-    >>> learner.teach(rows, oracle(idx))                                # doctest: +SKIP
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> learner = TiDALActiveLearner(net, X_training=X[:20], y_training=y[:20])
+    >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
+    >>> learner.teach(rows, y[20:][idx])
+    >>> len(learner.y_training)
+    25
     """
 
     def __init__(
