@@ -71,7 +71,7 @@ class EpochProgress(Callback):
         self.bar_.close()
 
 
-def make_net(config, dataset, device="cpu", epoch_progress=False):
+def make_net(config, dataset, device="cpu", callbacks=None):
     """An unfitted :class:`~tidal_modal.TiDALNetClassifier` with the benchmark's backbone."""
     return TiDALNetClassifier(
         **backbone_params(config.backbone, dataset.image_shape, dataset.n_classes, config.dropout),
@@ -83,7 +83,7 @@ def make_net(config, dataset, device="cpu", epoch_progress=False):
         optimizer=torch.optim.Adam,
         warm_start=config.warm_start,
         device=device,
-        callbacks=[EpochProgress()] if epoch_progress else None,
+        callbacks=callbacks,
         verbose=0,
     )
 
@@ -128,7 +128,7 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
     labeled = initial_indices(len(dataset.y_pool), config.initial_size, seed)
     pool = np.setdiff1d(np.arange(len(dataset.y_pool)), labeled)
     picked = labeled  # the rows to (add and) fit on in this cycle
-    net = make_net(config, dataset, device, epoch_progress)
+    net = make_net(config, dataset, device, [EpochProgress()] if epoch_progress else None)
     query_seconds = 0.0
     with warnings.catch_warnings():
         # modAL passes force_all_finite to scikit-learn 1.6/1.7

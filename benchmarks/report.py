@@ -67,19 +67,20 @@ def aulc(curves):
     return curves.groupby(["strategy", "seed"])[["n_labeled", "accuracy"]].apply(area)
 
 
-def _mean_std(values, scale):
-    return values.groupby(level=0).agg(lambda v: f"{scale * v.mean():.2f} ± {scale * v.std(ddof=0):.2f}")
+def _mean_std(values, by, scale):
+    """``"mean ± std"`` text (sample std over seeds, 0 for one seed) of ``values`` grouped ``by``."""
+    stats = values.groupby(by).agg(["mean", "std"])
+    return (
+        (scale * stats["mean"]).map("{:.2f}".format)
+        + " ± "
+        + (scale * stats["std"].fillna(0)).map("{:.2f}".format)
+    )
 
 
 def _by_budget(curves, column, scale):
     """Strategies x labeled counts table of ``mean ± std`` over seeds."""
-    table = curves.groupby(["strategy", "cycle"])[column].agg(["mean", "std"])
     labels = curves.groupby("cycle").n_labeled.mean().round().astype(int)
-    text = (
-        (scale * table["mean"]).map("{:.2f}".format)
-        + " ± "
-        + (scale * table["std"].fillna(0)).map("{:.2f}".format)
-    )
+    text = _mean_std(curves[column], [curves.strategy, curves.cycle], scale)
     wide = text.unstack("cycle")
     wide.columns = [str(labels[c]) for c in wide.columns]
     return wide
@@ -89,11 +90,12 @@ def summary(curves, config=None):
     """``summary.md`` text: accuracy and relative improvement per budget, AULC and a ranking."""
     rel = relative_improvement(curves)
     areas = aulc(curves)
+    level = "strategy"
     ranking = pd.DataFrame(
         {
-            "AULC (%)": _mean_std(areas, 100),
+            "AULC (%)": _mean_std(areas, level, 100),
             "mean rel. improvement (%)": _mean_std(
-                rel[rel.cycle > 0].groupby(["strategy", "seed"]).rel_improvement.mean(), 100
+                rel[rel.cycle > 0].groupby(["strategy", "seed"]).rel_improvement.mean(), level, 100
             ),
         }
     )
