@@ -4,7 +4,8 @@ The paper's metric is the relative accuracy improvement over random sampling,
 ``(acc - acc_random) / acc_random``, paired by seed (same initial set) and averaged over seeds.
 
 Regenerate a results directory's ``summary.md`` and plots with
-``python -m benchmarks.report benchmarks/results/digits``.
+``python -m benchmarks.report benchmarks/results/digits``; compare strategies across directories
+with ``python -m benchmarks.report benchmarks/results/* --compare tidal_entropy entropy``.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import pandas as pd  # noqa: E402
 
 __all__ = [
     "aulc",
+    "comparison_table",
     "plot_accuracy",
     "plot_relative_improvement",
     "relative_improvement",
@@ -177,10 +179,49 @@ def write_report(out_dir):
         plot_relative_improvement(curves, out_dir / "relative_improvement.png", title)
 
 
+def comparison_table(out_dirs, strategies, n_budgets=3):
+    """Markdown table of relative improvements over random across results directories.
+
+    One row per (directory, strategy); columns are the first, middle and last query cycles
+    (``n_budgets`` of them, evenly spaced) and the AULC difference to random.
+    """
+    lines = []
+    for out_dir in map(Path, out_dirs):
+        curves = pd.read_csv(out_dir / "curves.csv")
+        rel = relative_improvement(curves[curves.strategy.isin([BASELINE, *strategies])])
+        cycles = np.unique(np.linspace(1, curves.cycle.max(), n_budgets).round().astype(int))
+        text = _mean_std(rel.rel_improvement, [rel.strategy, rel.cycle], 100).unstack("cycle")[cycles]
+        areas = aulc(curves).unstack("strategy")
+        delta = areas.sub(areas[BASELINE], axis=0).stack().rename("d")  # paired by seed
+        aulc_text = _mean_std(delta, "strategy", 100)
+        labels = curves.groupby("cycle").n_labeled.mean().round().astype(int)
+        for strategy in strategies:
+            budgets = [f"{labels[c]}: {text.loc[strategy, c]}" for c in cycles]
+            lines.append(
+                f"| {out_dir.name} | {strategy} | " + " | ".join([*budgets, aulc_text[strategy]]) + " |"
+            )
+    header = ["results", "strategy", *[f"budget {i + 1}" for i in range(n_budgets)], "AULC - random (points)"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Regenerate summary.md and plots from a results directory.")
-    parser.add_argument("out_dir", help="directory holding curves.csv (and config.json)")
-    write_report(parser.parse_args(argv).out_dir)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Regenerate summary.md and plots of results directories, or compare them.",
+    )
+    parser.add_argument("out_dirs", nargs="+", help="directories holding curves.csv (and config.json)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="STRATEGY",
+        help="print a markdown table of these strategies' improvement over random instead",
+    )
+    args = parser.parse_args(argv)
+    if args.compare:
+        print(comparison_table(args.out_dirs, args.compare))
+        return
+    for out_dir in args.out_dirs:
+        write_report(out_dir)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,14 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from benchmarks.report import aulc, plot_accuracy, plot_relative_improvement, relative_improvement, summary
+from benchmarks.report import (
+    aulc,
+    comparison_table,
+    plot_accuracy,
+    plot_relative_improvement,
+    relative_improvement,
+    summary,
+)
 
 
 @pytest.fixture
@@ -54,3 +61,12 @@ class TestPlots:
         plot(curves, path, title="toy")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert matplotlib.image.imread(path).shape == (450, 700, 4)
+
+
+def test_comparison_table_reads_results_directories(curves, tmp_path):
+    (tmp_path / "toy").mkdir()
+    curves.to_csv(tmp_path / "toy" / "curves.csv", index=False)
+    table = comparison_table([tmp_path / "toy"], ["a", "b"], n_budgets=1).splitlines()
+    assert len(table) == 4
+    # b: +20% and +10% at 20 labels; AULC differences +6 and +2.5 points
+    assert table[3] == "| toy | b | 20: 15.00 ± 7.07 | 4.25 ± 2.47 |"
