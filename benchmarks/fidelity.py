@@ -5,7 +5,8 @@
    should fall and end far below the second.
 2. Does TD entropy find the minority classes of a long-tailed pool? After training on a random
    labeled part of the pool, the AUROC of separating minority-class from majority-class unlabeled
-   rows by TD entropy versus by snapshot (classifier) entropy.
+   rows by TD entropy versus by snapshot (classifier) entropy. On the same rows, the AUROC of
+   telling the classifier's errors from its correct predictions by either entropy.
 
 Writes ``kl.csv``, ``kl.png``, ``auroc.csv``, ``entropy_hist.png`` and ``fidelity.json`` (the
 headline numbers) to the output directory.
@@ -96,10 +97,23 @@ def entropy_run(dataset, config, n_labeled, seed):
         {
             "seed": seed,
             "label": dataset.y_pool[unlabeled],
+            "error": proba.argmax(axis=1) != dataset.y_pool[unlabeled],
             "td_entropy": td_entropy(td),
             "classifier_entropy": entr(proba).sum(axis=1),
         }
     )
+
+
+def auroc_table(entropies, n_classes):
+    """Per seed: AUROC of finding minority rows, and the classifier's errors, by TD and by snapshot entropy."""
+    rows = []
+    for run in entropies:
+        row = {"seed": run.seed.iloc[0]}
+        for score in ("td_entropy", "classifier_entropy"):
+            row[f"minority_auroc_{score}"] = minority_auroc(run.label, run[score], n_classes)
+            row[f"error_auroc_{score}"] = roc_auc_score(run.error, run[score])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot_kl(kl, path, title):
@@ -173,15 +187,7 @@ def main(argv=None):
     imb = load_dataset(args.imbalanced_dataset)
     imb_config = ALConfig(dataset=args.imbalanced_dataset, backbone=args.backbone, epochs=args.epochs)
     entropies = [entropy_run(imb, imb_config, args.auroc_labeled, s) for s in tqdm(args.seeds, desc="AUROC")]
-    auroc = pd.DataFrame(
-        {
-            "seed": args.seeds,
-            "auroc_td_entropy": [minority_auroc(e.label, e.td_entropy, imb.n_classes) for e in entropies],
-            "auroc_classifier_entropy": [
-                minority_auroc(e.label, e.classifier_entropy, imb.n_classes) for e in entropies
-            ],
-        }
-    )
+    auroc = auroc_table(entropies, imb.n_classes)
     auroc.to_csv(args.out_dir / "auroc.csv", index=False, float_format="%.4f")
     plot_entropy_hist(
         entropies[0], imb.n_classes, args.out_dir / "entropy_hist.png",
@@ -199,8 +205,7 @@ def main(argv=None):
         "kl_td_head_last_epoch": _mean_std(last.kl_td_head),
         "kl_classifier_first_epoch": _mean_std(first.kl_classifier),
         "kl_classifier_last_epoch": _mean_std(last.kl_classifier),
-        "auroc_td_entropy": _mean_std(auroc.auroc_td_entropy),
-        "auroc_classifier_entropy": _mean_std(auroc.auroc_classifier_entropy),
+        **{column: _mean_std(auroc[column]) for column in auroc.columns if column != "seed"},
     }
     (args.out_dir / "fidelity.json").write_text(json.dumps(headline, indent=2) + "\n")
     print(json.dumps(headline, indent=2))

@@ -34,9 +34,13 @@ PRESETS = {
     "digits-ir100": dict(
         dataset="digits-ir100", initial_size=30, query_size=15, cycles=10, seeds=list(range(10))
     ),
-    "mnist5k": dict(dataset="mnist5k", initial_size=100, query_size=100, cycles=8),
-    "mnist5k-ir10": dict(dataset="mnist5k-ir10", initial_size=100, query_size=50, cycles=10),
-    "mnist5k-ir100": dict(dataset="mnist5k-ir100", initial_size=100, query_size=50, cycles=8),
+    "mnist5k": dict(dataset="mnist5k", initial_size=100, query_size=100, cycles=8, seeds=list(range(10))),
+    "mnist5k-ir10": dict(
+        dataset="mnist5k-ir10", initial_size=100, query_size=50, cycles=10, seeds=list(range(10))
+    ),
+    "mnist5k-ir100": dict(
+        dataset="mnist5k-ir100", initial_size=100, query_size=50, cycles=8, seeds=list(range(10))
+    ),
     # the paper's CIFAR10 protocol (with Adam instead of SGD); needs a GPU and --data-dir
     "cifar10": dict(
         dataset="cifar10",

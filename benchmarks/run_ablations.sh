@@ -12,7 +12,7 @@ run() {
 run cold-start --no-warm-start
 run epochs10 --epochs 10
 run epochs100 --epochs 100
-run lr1e-4 --lr 1e-4
+run batch8 --batch-size 8
 run td-weight0.1 --td-weight 0.1
 run td-weight10 --td-weight 10
 run td-hidden32 --td-hidden 32

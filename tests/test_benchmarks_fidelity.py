@@ -59,7 +59,7 @@ def test_main_writes_numbers_and_plots(tmp_path):
         ]
     )
     headline = json.loads((tmp_path / "fidelity.json").read_text())
-    assert 0 <= headline["auroc_td_entropy"]["mean"] <= 1
+    assert 0 <= headline["minority_auroc_td_entropy"]["mean"] <= 1
     assert headline["kl_td_head_last_epoch"]["mean"] >= 0
     assert len((tmp_path / "kl.csv").read_text().splitlines()) == 1 + 2 * 2
     for name in ["kl.png", "entropy_hist.png", "auroc.csv"]:
