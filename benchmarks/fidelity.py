@@ -105,7 +105,7 @@ def entropy_run(dataset, config, n_labeled, seed):
 
 
 def auroc_table(entropies, n_classes):
-    """Per seed: AUROC of finding minority rows, and the classifier's errors, by TD and by snapshot entropy."""
+    """Per seed: AUROC of finding minority rows and the classifier's errors, by TD and snapshot entropy."""
     rows = []
     for run in entropies:
         row = {"seed": run.seed.iloc[0]}
