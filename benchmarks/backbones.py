@@ -15,7 +15,15 @@ __all__ = ["BACKBONES", "MLP", "SmallCNN", "ResNet18", "backbone_params"]
 
 
 class MLP(nn.Module):
-    """``n_features -> hidden -> hidden -> n_classes`` with ReLU and dropout."""
+    """``n_features -> hidden -> hidden -> n_classes`` with ReLU and dropout.
+
+    Parameters
+    ----------
+    n_features : int
+    n_classes : int
+    hidden : int, default=256
+    dropout : float, default=0.3
+    """
 
     def __init__(self, n_features, n_classes, hidden=256, dropout=0.3):
         super().__init__()
@@ -34,7 +42,17 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv-pool stages and a two-layer classifier, for 8x8 to 32x32 images."""
+    """Two conv-pool stages and a two-layer classifier, for 8x8 to 32x32 images.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(channels, height, width)`` of the flat input rows.
+    n_classes : int
+    width : int, default=32
+        Channels of the first convolution (the second has twice as many).
+    dropout : float, default=0.3
+    """
 
     def __init__(self, image_shape, n_classes, width=32, dropout=0.3):
         super().__init__()
@@ -84,6 +102,14 @@ class ResNet18(nn.Module):
     """The CIFAR ResNet-18 of the TiDAL reference code (3x3 stem, no max-pool, 4 stages).
 
     TiDAL's head reads the four stage outputs ``layer1`` .. ``layer4`` (see :data:`BACKBONES`).
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(channels, height, width)`` of the flat input rows, e.g. ``(3, 32, 32)``.
+    n_classes : int
+    dropout : float, default=0.3
+        Before the last linear layer (the reference has none; MC-dropout BALD needs it).
     """
 
     def __init__(self, image_shape, n_classes, dropout=0.3):

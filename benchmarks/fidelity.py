@@ -117,6 +117,7 @@ def auroc_table(entropies, n_classes):
 
 
 def plot_kl(kl, path, title):
+    """Both KL curves against the epoch, mean ± std over seeds, on a log scale."""
     stats = kl.groupby("epoch")[["kl_td_head", "kl_classifier"]].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(6, 4))
     for column, label in [
@@ -138,6 +139,7 @@ def plot_kl(kl, path, title):
 
 
 def plot_entropy_hist(entropies, n_classes, path, title):
+    """Histograms of TD and snapshot entropy, minority against majority classes."""
     minority = entropies.label >= n_classes // 2
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, column in zip(axes, ["td_entropy", "classifier_entropy"], strict=True):
@@ -158,6 +160,7 @@ def _mean_std(values):
 
 
 def main(argv=None):
+    """Run both analyses and write their numbers and plots."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fidelity",
         description=__doc__.split("\n\n", 1)[1],

@@ -129,6 +129,7 @@ def summary(curves, config=None):
 
 
 def _band_plot(curves, column, scale, ylabel, path, title):
+    """One line per strategy (random dashed) of ``column``'s mean over seeds, with a ±std band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     stats = curves.groupby(["strategy", "cycle"]).agg(
         x=("n_labeled", "mean"), mean=(column, "mean"), std=(column, "std")
@@ -205,6 +206,7 @@ def comparison_table(out_dirs, strategies, n_budgets=3):
 
 
 def main(argv=None):
+    """Regenerate the reports of the given directories, or print a comparison table of them."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report",
         description="Regenerate summary.md and plots of results directories, or compare them.",

@@ -57,6 +57,7 @@ PRESETS = {
 
 
 def build_parser():
+    """The command line: one option per :class:`~benchmarks.protocol.ALConfig` field, plus the run's own."""
     defaults = {f.name: f.default for f in fields(ALConfig) if f.name != "dataset"}
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
@@ -144,6 +145,7 @@ def _check_config(out_dir, config):
 
 
 def main(argv=None):
+    """Run every (strategy, seed) not yet in the output directory, then write the summary and plots."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     config = ALConfig(**{f.name: getattr(args, f.name) for f in fields(ALConfig)})
