@@ -46,21 +46,13 @@ class TDFidelity(Callback):
     """After every epoch, record how far the predicted TD and the classifier are from the actual TD.
 
     The actual TD after epoch ``t`` is ``net.training_dynamics_``; predicted TD and classifier
-    probabilities come from one eval-mode pass over the same training rows ``X``. Written to
+    probabilities come from one eval-mode pass over the same training rows. Written to
     ``net.history`` as ``kl_td_head`` and ``kl_classifier``.
-
-    Parameters
-    ----------
-    X : ndarray
-        The rows the net is fitted on, in the same order.
     """
 
-    def __init__(self, X):
-        self.X = X
-
-    def on_epoch_end(self, net, **kwargs):
-        actual = net.training_dynamics_
-        predicted, proba = net.predict_td(self.X, return_proba=True)
+    def on_epoch_end(self, net, dataset_train=None, **kwargs):
+        actual = net.training_dynamics_  # [n_train, n_classes], row i = dataset_train row i
+        predicted, proba = net.predict_td(dataset_train.X, return_proba=True)
         net.history.record("kl_td_head", kl_divergence(actual, predicted))
         net.history.record("kl_classifier", kl_divergence(actual, proba))
 
@@ -70,28 +62,25 @@ def minority_auroc(y, scores, n_classes):
     return roc_auc_score(y >= n_classes // 2, scores)
 
 
+def fit_on_random_rows(dataset, config, n_labeled, seed, callbacks=None):
+    """Fit a benchmark net on ``n_labeled`` random pool rows; return it and the unlabeled rows."""
+    labeled = initial_indices(len(dataset.y_pool), n_labeled, seed)
+    torch.manual_seed(seed)
+    net = make_net(config, dataset, callbacks=callbacks).fit(dataset.X_pool[labeled], dataset.y_pool[labeled])
+    return net, np.setdiff1d(np.arange(len(dataset.y_pool)), labeled)
+
+
 def kl_run(dataset, config, n_labeled, seed):
     """KL curves of one fit on ``n_labeled`` random pool rows: a DataFrame with one row per epoch."""
-    rows = initial_indices(len(dataset.y_pool), n_labeled, seed)
-    X = dataset.X_pool[rows]
-    torch.manual_seed(seed)
-    net = make_net(config, dataset, callbacks=[TDFidelity(X)]).fit(X, dataset.y_pool[rows])
+    net, _ = fit_on_random_rows(dataset, config, n_labeled, seed, callbacks=[TDFidelity()])
     return pd.DataFrame(
-        {
-            "seed": seed,
-            "epoch": net.history[:, "epoch"],
-            "kl_td_head": net.history[:, "kl_td_head"],
-            "kl_classifier": net.history[:, "kl_classifier"],
-        }
+        {"seed": seed, **{key: net.history[:, key] for key in ("epoch", "kl_td_head", "kl_classifier")}}
     )
 
 
 def entropy_run(dataset, config, n_labeled, seed):
     """TD and snapshot entropy of the unlabeled rows after a fit on ``n_labeled`` random pool rows."""
-    labeled = initial_indices(len(dataset.y_pool), n_labeled, seed)
-    unlabeled = np.setdiff1d(np.arange(len(dataset.y_pool)), labeled)
-    torch.manual_seed(seed)
-    net = make_net(config, dataset).fit(dataset.X_pool[labeled], dataset.y_pool[labeled])
+    net, unlabeled = fit_on_random_rows(dataset, config, n_labeled, seed)
     td, proba = net.predict_td(dataset.X_pool[unlabeled], return_proba=True)
     return pd.DataFrame(
         {

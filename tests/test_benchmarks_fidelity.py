@@ -30,7 +30,7 @@ def test_callback_compares_with_the_recorded_dynamics():
     y = np.arange(40) % 2
     torch.manual_seed(0)
     net = TiDALNetClassifier(
-        MLP, module__n_features=6, module__n_classes=2, callbacks=[TDFidelity(X)], max_epochs=3, verbose=0
+        MLP, module__n_features=6, module__n_classes=2, callbacks=[TDFidelity()], max_epochs=3, verbose=0
     ).fit(X, y)
     td, proba = net.predict_td(X, return_proba=True)
     assert len(net.history[:, "kl_td_head"]) == 3
