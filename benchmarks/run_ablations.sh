@@ -9,6 +9,7 @@ run() {
         --strategies random entropy tidal_entropy tidal_margin "$@" \
         --out-dir "benchmarks/results/ablations/digits-$name"
 }
+run base
 run cold-start --no-warm-start
 run epochs10 --epochs 10
 run epochs100 --epochs 100
