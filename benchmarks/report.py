@@ -180,20 +180,20 @@ def write_report(out_dir):
         plot_relative_improvement(curves, out_dir / "relative_improvement.png", title)
 
 
-def comparison_table(out_dirs, strategies, n_budgets=3):
-    """Markdown table of relative improvements over random across results directories.
+def comparison_table(out_dirs, strategies, n_budgets=3, baseline=BASELINE):
+    """Markdown table of relative improvements over ``baseline`` across results directories.
 
-    One row per (directory, strategy); columns are the first, middle and last query cycles
-    (``n_budgets`` of them, evenly spaced) and the AULC difference to random.
+    One row per (directory, strategy); columns are ``n_budgets`` evenly spaced query cycles
+    (first to last) and the AULC difference to the baseline, all paired by seed.
     """
     lines = []
     for out_dir in map(Path, out_dirs):
         curves = pd.read_csv(out_dir / "curves.csv")
-        rel = relative_improvement(curves[curves.strategy.isin([BASELINE, *strategies])])
+        rel = relative_improvement(curves[curves.strategy.isin([baseline, *strategies])], baseline)
         cycles = np.unique(np.linspace(1, curves.cycle.max(), n_budgets).round().astype(int))
         text = _mean_std(rel.rel_improvement, [rel.strategy, rel.cycle], 100).unstack("cycle")[cycles]
         areas = aulc(curves).unstack("strategy")
-        delta = areas.sub(areas[BASELINE], axis=0).stack().rename("d")  # paired by seed
+        delta = areas.sub(areas[baseline], axis=0).stack().rename("d")
         aulc_text = _mean_std(delta, "strategy", 100)
         labels = curves.groupby("cycle").n_labeled.mean().round().astype(int)
         for strategy in strategies:
@@ -201,7 +201,12 @@ def comparison_table(out_dirs, strategies, n_budgets=3):
             lines.append(
                 f"| {out_dir.name} | {strategy} | " + " | ".join([*budgets, aulc_text[strategy]]) + " |"
             )
-    header = ["results", "strategy", *[f"budget {i + 1}" for i in range(n_budgets)], "AULC - random (points)"]
+    header = [
+        "results",
+        "strategy",
+        *[f"budget {i + 1} (labeled: % vs {baseline})" for i in range(n_budgets)],
+        f"AULC - {baseline} (points)",
+    ]
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
 
 
@@ -216,11 +221,12 @@ def main(argv=None):
         "--compare",
         nargs="+",
         metavar="STRATEGY",
-        help="print a markdown table of these strategies' improvement over random instead",
+        help="print a markdown table of these strategies' improvement over the baseline instead",
     )
+    parser.add_argument("--baseline", default=BASELINE, help="the strategy --compare measures against")
     args = parser.parse_args(argv)
     if args.compare:
-        print(comparison_table(args.out_dirs, args.compare))
+        print(comparison_table(args.out_dirs, args.compare, baseline=args.baseline))
         return
     for out_dir in args.out_dirs:
         write_report(out_dir)
