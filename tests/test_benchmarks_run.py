@@ -1,7 +1,10 @@
 import csv
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
+from test_benchmarks_datasets import write_batch
 
 from benchmarks import run
 from benchmarks.baselines import STRATEGIES
@@ -71,3 +74,17 @@ def test_tiny_end_to_end_run(tmp_path):
     assert "## Relative improvement over random" in summary and "tidal_entropy" in summary
     for plot in ["accuracy.png", "relative_improvement.png"]:
         assert (tmp_path / plot).stat().st_size > 10_000
+
+
+def test_cifar_resnet_end_to_end(tmp_path):
+    rng = np.random.RandomState(0)
+    for i in range(1, 6):
+        write_batch(tmp_path / f"data_batch_{i}", 8, b"labels", 10, rng)
+    write_batch(tmp_path / "test_batch", 10, b"labels", 10, rng)
+    out = tmp_path / "out"
+    run.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--backbone", "resnet18", "--seeds", "0",
+              "--strategies", "tidal_margin", "bald", "--cycles", "1", "--epochs", "1",
+              "--initial-size", "10", "--query-size", "4", "--mc-draws", "2", "--epoch-progress",
+              "--out-dir", str(out)])  # fmt: skip
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 4 and set(curves.n_labeled) == {10, 14}
