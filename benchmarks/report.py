@@ -93,16 +93,12 @@ def summary(curves, config=None):
     rel = relative_improvement(curves)
     areas = aulc(curves)
     level = "strategy"
-    ranking = pd.DataFrame(
-        {
-            "AULC (%)": _mean_std(areas, level, 100),
-            "mean rel. improvement (%)": _mean_std(
-                rel[rel.cycle > 0].groupby(["strategy", "seed"]).rel_improvement.mean(), level, 100
-            ),
-        }
-    )
+    ranking = pd.DataFrame({"AULC (%)": _mean_std(areas, level, 100)})
+    if not rel.empty:
+        per_run = rel[rel.cycle > 0].groupby(["strategy", "seed"]).rel_improvement.mean()
+        ranking["mean rel. improvement (%)"] = _mean_std(per_run, level, 100)
     order = areas.groupby(level=0).mean().sort_values(ascending=False).index
-    ranking = ranking.reindex(order).fillna("")
+    ranking = ranking.reindex(order)
     ranking.insert(0, "rank", range(1, len(order) + 1))
     seeds = sorted(curves.seed.unique())
     parts = [
