@@ -125,20 +125,21 @@ def summary(curves, config=None):
 
 
 def _band_plot(curves, column, scale, ylabel, path, title):
-    """One line per strategy (random dashed) of ``column``'s mean over seeds, with a ±std band."""
+    """One line per strategy of ``column``'s mean over seeds, with a ±std band.
+
+    Random is dashed black and TiDAL's strategies are drawn thicker, so they stand out among eight.
+    """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     stats = curves.groupby(["strategy", "cycle"]).agg(
         x=("n_labeled", "mean"), mean=(column, "mean"), std=(column, "std")
     )
     for strategy, group in stats.groupby(level=0):
         x, mean, std = group.x.to_numpy(), scale * group["mean"].to_numpy(), scale * group["std"].fillna(0)
-        style = (
-            {"color": "black", "linestyle": "--"}
-            if strategy == BASELINE
-            else {"marker": "o", "markersize": 3}
-        )
+        style = {"marker": "o", "markersize": 3, "linewidth": 2.5 if strategy.startswith("tidal") else 1.2}
+        if strategy == BASELINE:
+            style = {"color": "black", "linestyle": "--"}
         (line,) = ax.plot(x, mean, label=strategy, **style)
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.07)
     ax.set_xlabel("labeled samples")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
