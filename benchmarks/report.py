@@ -89,7 +89,7 @@ def _by_budget(curves, column, scale):
 
 
 def summary(curves, config=None):
-    """``summary.md`` text: accuracy and relative improvement per budget, AULC and a ranking."""
+    """``summary.md`` text: accuracy and relative improvement per budget, AULC, a ranking and timings."""
     rel = relative_improvement(curves)
     areas = aulc(curves)
     level = "strategy"
@@ -120,6 +120,17 @@ def summary(curves, config=None):
         "AULC: the learning curve's area divided by the labeled range (a mean accuracy). The mean "
         "relative improvement averages the cycles after the initial one.",
         ranking.to_markdown(),
+        "## Time per run (seconds, mean over seeds)",
+        "All fits of one run, and all its queries (scoring the pool and picking the rows).",
+        curves.groupby(["strategy", "seed"])[["fit_seconds", "query_seconds"]]
+        .sum()
+        .groupby("strategy")
+        .mean()
+        .loc[order]
+        .round(1)
+        .to_markdown(),
+        f"Total: {curves.fit_seconds.sum() / 60:.1f} min fitting, {curves.query_seconds.sum() / 60:.1f} min "
+        "querying.",
     ]
     return "\n\n".join(parts) + "\n"
 

@@ -24,7 +24,8 @@ def curves():
         ("b", 0, 0, 10, 0.5), ("b", 0, 1, 20, 0.72),
         ("b", 1, 0, 10, 0.4), ("b", 1, 1, 20, 0.55),
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=["strategy", "seed", "cycle", "n_labeled", "accuracy"])
+    frame = pd.DataFrame(rows, columns=["strategy", "seed", "cycle", "n_labeled", "accuracy"])
+    return frame.assign(fit_seconds=1.5, query_seconds=0.5 * frame.cycle)
 
 
 class TestMetrics:
@@ -49,6 +50,10 @@ class TestMetrics:
         a_row = next(line for line in rel_table.splitlines() if line.startswith("| a "))
         assert "0.00 ± 14.14" in a_row  # mean of +10% and -10%, sample std
         assert "`dataset=toy`" in text
+        # per run: two fits of 1.5 s and one query of 0.5 s
+        time_table = text[text.index("## Time per run") :]
+        b_row = next(line for line in time_table.splitlines() if line.startswith("| b "))
+        assert [cell.strip() for cell in b_row.strip("|").split("|")] == ["b", "3", "0.5"]
 
 
 class TestPlots:
