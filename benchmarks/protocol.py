@@ -31,8 +31,24 @@ __all__ = ["ALConfig", "EpochProgress", "initial_indices", "make_net", "run_acti
 class ALConfig:
     """Everything that determines a benchmark's numbers (the device and the seeds do not).
 
-    ``warm_start`` keeps the model across cycles, as the paper does (the optimiser is rebuilt
-    each cycle); otherwise every cycle trains a freshly initialised model.
+    Parameters
+    ----------
+    dataset : str
+        A name for :func:`~benchmarks.datasets.load_dataset`.
+    backbone : {"mlp", "cnn", "resnet18"}
+    initial_size, query_size, cycles : int
+        Random initial labels, labels per query, number of queries.
+    epochs, batch_size, lr : int, int, float
+        Each fit's training (Adam).
+    warm_start : bool
+        Keep the model across cycles, as the paper does (the optimiser is rebuilt each cycle);
+        otherwise every cycle trains a freshly initialised model.
+    td_weight, td_hidden : float, int
+        TiDAL's ``lambda`` and TD-head width.
+    dropout : float
+        Backbone dropout (MC-dropout BALD needs some).
+    mc_draws : int
+        Stochastic passes for BALD.
     """
 
     dataset: str
