@@ -11,6 +11,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -144,6 +145,17 @@ def _check_config(out_dir, config):
     path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
 
+def _describe(out_dir, dataset):
+    """Write ``dataset.json``: the sizes and class counts of the pool and the test set."""
+    sizes = {
+        "pool": len(dataset.y_pool),
+        "test": len(dataset.y_test),
+        "pool_class_counts": np.bincount(dataset.y_pool, minlength=dataset.n_classes).tolist(),
+        "test_class_counts": np.bincount(dataset.y_test, minlength=dataset.n_classes).tolist(),
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(sizes) + "\n")
+
+
 def main(argv=None):
     """Run every (strategy, seed) not yet in the output directory, then write the summary and plots."""
     args = parse_args(argv)
@@ -152,6 +164,7 @@ def main(argv=None):
     dataset = load_dataset(args.dataset, args.data_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     _check_config(args.out_dir, config)
+    _describe(args.out_dir, dataset)
     store = CurveStore(args.out_dir / "curves.csv", config.cycles)
     runs = [(s, seed) for seed in args.seeds for s in args.strategies if (s, seed) not in store.completed]
     print(

@@ -70,6 +70,8 @@ def test_tiny_end_to_end_run(tmp_path):
     )
     assert {int(r["n_labeled"]) for r in rows if r["cycle"] == "1"} == {25}
     assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "digits-ir10"
+    sizes = json.loads((tmp_path / "dataset.json").read_text())
+    assert sizes["test_class_counts"] == [50] * 10 and sum(sizes["pool_class_counts"]) == sizes["pool"]
     summary = (tmp_path / "summary.md").read_text()
     assert "## Relative improvement over random" in summary and "tidal_entropy" in summary
     for plot in ["accuracy.png", "relative_improvement.png"]:
