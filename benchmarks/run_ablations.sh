@@ -18,3 +18,6 @@ run td-weight0.1 --td-weight 0.1
 run td-weight10 --td-weight 10
 run td-hidden32 --td-hidden 32
 run td-hidden512 --td-hidden 512
+# the imbalanced case, where the paper's gains are largest: 30 (the preset) against 100 epochs
+run ir10-base --dataset digits-ir10 --initial-size 40 --query-size 20
+run ir10-epochs100 --dataset digits-ir10 --initial-size 40 --query-size 20 --epochs 100
