@@ -97,10 +97,11 @@ def k_center_greedy(pool_features, labeled_features, n_instances):
     """
     pool = torch.as_tensor(pool_features, dtype=torch.float64)
     centers = torch.as_tensor(labeled_features, dtype=torch.float64)
-    # [n_pool]: distance of every pool row to its nearest center, updated after each pick
-    nearest = (
-        torch.cdist(pool, centers).min(dim=1).values if len(centers) else torch.full((len(pool),), np.inf)
-    )
+    # [n_pool]: distance of every pool row to its nearest center, updated after each pick;
+    # centers are taken in chunks so that memory stays at n_pool x 1024 distances
+    nearest = torch.full((len(pool),), np.inf, dtype=torch.float64)
+    for start in range(0, len(centers), 1024):
+        nearest = torch.minimum(nearest, torch.cdist(pool, centers[start : start + 1024]).min(dim=1).values)
     indices, distances = [], []
     for _ in range(n_instances):
         pick = int(nearest.argmax())

@@ -65,6 +65,14 @@ class TestCoreset:
         indices, _ = k_center_greedy(np.array([[0.0], [1.0], [4.0]]), np.empty((0, 1)), 2)
         assert indices.tolist() == [0, 2]
 
+    def test_k_center_greedy_with_more_centers_than_a_chunk(self):
+        rng = np.random.RandomState(0)
+        pool, labeled = rng.randn(30, 3), rng.randn(2100, 3)
+        nearest = np.linalg.norm(pool[:, None] - labeled[None], axis=2).min(axis=1)
+        indices, distances = k_center_greedy(pool, labeled, 1)
+        assert indices[0] == nearest.argmax()
+        np.testing.assert_allclose(distances[0], nearest.max())
+
     def test_penultimate_features_are_the_last_linear_input(self, net, data):
         X, _ = data
         backbone = net.module_.backbone.eval()
