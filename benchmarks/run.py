@@ -1,0 +1,187 @@
+"""Compare TiDAL with uncertainty, core-set, BALD and random sampling: ``python -m benchmarks.run``.
+
+Runs the paper's active-learning loop for every strategy and seed, appends one row per cycle to
+``curves.csv`` in the output directory, and writes ``summary.md`` and plots there. Re-running into
+the same directory resumes: finished (strategy, seed) runs are skipped, a run that was cut off is
+redone. The defaults (the ``digits`` preset's settings, 5 seeds) finish in a few minutes on a CPU.
+"""
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .baselines import STRATEGIES
+from .datasets import load_dataset
+from .protocol import ALConfig, run_active_learning
+from .report import write_report
+from .store import CurveStore
+
+__all__ = ["PRESETS", "main"]
+
+RESULTS = Path(__file__).parent / "results"
+
+# Budgets start past the cold-start regime (where no uncertainty method beats random) and end
+# well before the pool runs out; the committed results in benchmarks/results/<preset>/ used these.
+PRESETS = {
+    "digits": dict(dataset="digits", seeds=list(range(10))),  # the defaults, with more seeds
+    "digits-ir10": dict(
+        dataset="digits-ir10", initial_size=40, query_size=20, cycles=10, seeds=list(range(10))
+    ),
+    "digits-ir100": dict(
+        dataset="digits-ir100", initial_size=30, query_size=15, cycles=10, seeds=list(range(10))
+    ),
+    "mnist5k": dict(dataset="mnist5k", initial_size=100, query_size=100, cycles=8, seeds=list(range(10))),
+    "mnist5k-ir10": dict(
+        dataset="mnist5k-ir10", initial_size=100, query_size=50, cycles=10, seeds=list(range(10))
+    ),
+    "mnist5k-ir100": dict(
+        dataset="mnist5k-ir100", initial_size=100, query_size=50, cycles=8, seeds=list(range(10))
+    ),
+    # the paper's CIFAR10 protocol (with Adam instead of SGD); needs a GPU and --data-dir
+    "cifar10": dict(
+        dataset="cifar10",
+        backbone="resnet18",
+        initial_size=1000,
+        query_size=1000,
+        cycles=9,
+        epochs=200,
+        batch_size=128,
+        seeds=[0, 1, 2],
+        epoch_progress=True,
+    ),
+}
+
+
+def build_parser():
+    """The command line: one option per :class:`~benchmarks.protocol.ALConfig` field, plus the run's own."""
+    defaults = {f.name: f.default for f in fields(ALConfig) if f.name != "dataset"}
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="named settings (explicit options override them)"
+    )
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits, mnist5k, cifar10 or cifar100, optionally with -ir10 / -ir100 (long-tail pool)",
+    )
+    parser.add_argument("--data-dir", help="folder with the CIFAR python batch files (CIFAR only)")
+    parser.add_argument("--backbone", default=defaults["backbone"], choices=["mlp", "cnn", "resnet18"])
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=list(STRATEGIES),
+        metavar="NAME",
+        help=f"query strategies, from {', '.join(STRATEGIES)}",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(5)), help="one run per seed")
+    parser.add_argument(
+        "--initial-size", type=int, default=defaults["initial_size"], help="random initial labels"
+    )
+    parser.add_argument("--query-size", type=int, default=defaults["query_size"], help="labels per cycle")
+    parser.add_argument(
+        "--cycles", type=int, default=defaults["cycles"], help="query cycles after the initial fit"
+    )
+    parser.add_argument("--epochs", type=int, default=defaults["epochs"], help="epochs per fit")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate")
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="re-initialise the model every cycle (the paper keeps it across cycles)",
+    )
+    parser.add_argument(
+        "--td-weight", type=float, default=defaults["td_weight"], help="lambda of the TD loss"
+    )
+    parser.add_argument("--td-hidden", type=int, default=defaults["td_hidden"], help="width of the TD head")
+    parser.add_argument("--dropout", type=float, default=defaults["dropout"], help="backbone dropout")
+    parser.add_argument(
+        "--mc-draws", type=int, default=defaults["mc_draws"], help="MC-dropout passes for BALD"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--epoch-progress", action="store_true", help="a progress bar over each fit's epochs")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="results directory (default: benchmarks/results/<preset>, or results/_scratch/<dataset>)",
+    )
+    return parser
+
+
+def parse_args(argv=None):
+    """Parse ``argv``; a preset's values replace the defaults, and explicit options win over both."""
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    if args.out_dir is None:
+        args.out_dir = RESULTS / preset if preset else RESULTS / "_scratch" / args.dataset
+    return args
+
+
+def _check_config(out_dir, config):
+    """Refuse to mix results of different configurations in one directory."""
+    path = out_dir / "config.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if previous.get(k) != config.to_dict()[k])
+            raise SystemExit(
+                f"{out_dir} holds results of another configuration (differs in {changed}); "
+                "choose another --out-dir or delete that directory."
+            )
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _describe(out_dir, dataset):
+    """Write ``dataset.json``: the sizes and class counts of the pool and the test set."""
+    sizes = {
+        "pool": len(dataset.y_pool),
+        "test": len(dataset.y_test),
+        "pool_class_counts": np.bincount(dataset.y_pool, minlength=dataset.n_classes).tolist(),
+        "test_class_counts": np.bincount(dataset.y_test, minlength=dataset.n_classes).tolist(),
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(sizes) + "\n")
+
+
+def main(argv=None):
+    """Run every (strategy, seed) not yet in the output directory, then write the summary and plots."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = ALConfig(**{f.name: getattr(args, f.name) for f in fields(ALConfig)})
+    dataset = load_dataset(args.dataset, args.data_dir)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(args.out_dir, config)
+    _describe(args.out_dir, dataset)
+    store = CurveStore(args.out_dir / "curves.csv", config.cycles)
+    runs = [(s, seed) for seed in args.seeds for s in args.strategies if (s, seed) not in store.completed]
+    print(
+        f"{args.dataset}: pool {len(dataset.y_pool)}, test {len(dataset.y_test)}; "
+        f"{len(runs)} runs to do, results in {args.out_dir}"
+    )
+    for strategy, seed in tqdm(runs, desc="runs", unit="run"):
+        cycles = run_active_learning(strategy, seed, dataset, config, args.device, args.epoch_progress)
+        for row in tqdm(
+            cycles, desc=f"{strategy} seed {seed}", total=config.cycles + 1, leave=False, unit="cycle"
+        ):
+            store.append(row)
+        if strategy == args.strategies[-1]:
+            write_report(args.out_dir)  # an up-to-date summary after every seed
+    write_report(args.out_dir)
+    print(f"Summary: {args.out_dir / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+import matplotlib
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from benchmarks.report import (
+    aulc,
+    comparison_table,
+    plot_accuracy,
+    plot_relative_improvement,
+    relative_improvement,
+    summary,
+)
+
+
+@pytest.fixture
+def curves():
+    # two seeds, two cycles; "a" beats random by 10% on seed 0 and loses 10% on seed 1
+    rows = [
+        ("random", 0, 0, 10, 0.5), ("random", 0, 1, 20, 0.6),
+        ("random", 1, 0, 10, 0.4), ("random", 1, 1, 20, 0.5),
+        ("a", 0, 0, 10, 0.5), ("a", 0, 1, 20, 0.66),
+        ("a", 1, 0, 10, 0.4), ("a", 1, 1, 20, 0.45),
+        ("b", 0, 0, 10, 0.5), ("b", 0, 1, 20, 0.72),
+        ("b", 1, 0, 10, 0.4), ("b", 1, 1, 20, 0.55),
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["strategy", "seed", "cycle", "n_labeled", "accuracy"])
+    return frame.assign(fit_seconds=1.5, query_seconds=0.5 * frame.cycle)
+
+
+class TestMetrics:
+    def test_relative_improvement_is_paired_by_seed(self, curves):
+        rel = relative_improvement(curves).set_index(["strategy", "seed", "cycle"]).rel_improvement
+        assert rel["a", 0, 1] == pytest.approx(0.1)
+        assert rel["a", 1, 1] == pytest.approx(-0.1)
+        # paired mean is 0; the ratio of unpaired means would be 0.555 / 0.55 - 1 = +0.9%
+        assert rel.loc["a", :, 1].mean() == pytest.approx(0.0)
+        assert (rel.loc["random"] == 0).all()
+
+    def test_aulc_is_the_mean_height_of_the_curve(self, curves):
+        areas = aulc(curves)
+        assert areas["random", 0] == pytest.approx(0.55)
+        assert areas["a", 1] == pytest.approx(0.425)
+
+    def test_summary_ranks_by_aulc_and_reports_paired_improvement(self, curves):
+        text = summary(curves, {"dataset": "toy"})
+        ranking = text[text.index("## Ranking") :]
+        assert ranking.index("| b ") < ranking.index("| a ") < ranking.index("| random ")
+        rel_table = text[text.index("## Relative improvement") : text.index("## Ranking")]
+        a_row = next(line for line in rel_table.splitlines() if line.startswith("| a "))
+        assert "0.00 ± 14.14" in a_row  # mean of +10% and -10%, sample std
+        assert "`dataset=toy`" in text
+        # per run: two fits of 1.5 s and one query of 0.5 s
+        time_table = text[text.index("## Time per run") :]
+        b_row = next(line for line in time_table.splitlines() if line.startswith("| b "))
+        assert [cell.strip() for cell in b_row.strip("|").split("|")] == ["b", "3", "0.5"]
+
+
+class TestPlots:
+    def test_agg_backend(self):
+        assert matplotlib.get_backend().lower() == "agg"
+
+    @pytest.mark.parametrize("plot", [plot_accuracy, plot_relative_improvement])
+    def test_plots_render_to_png(self, plot, curves, tmp_path):
+        path = tmp_path / "plot.png"
+        plot(curves, path, title="toy")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(path).shape == (450, 700, 4)
+
+
+def test_comparison_table_reads_results_directories(curves, tmp_path):
+    (tmp_path / "toy").mkdir()
+    curves.to_csv(tmp_path / "toy" / "curves.csv", index=False)
+    table = comparison_table([tmp_path / "toy"], ["a", "b"], n_budgets=1).splitlines()
+    assert len(table) == 4
+    # b: +20% and +10% at 20 labels; AULC differences +6 and +2.5 points
+    assert table[3] == "| toy | b | 20: 15.00 ± 7.07 | 4.25 ± 2.47 |"

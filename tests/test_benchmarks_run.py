@@ -1,0 +1,92 @@
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_benchmarks_datasets import write_batch
+
+from benchmarks import run
+from benchmarks.baselines import STRATEGIES
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in [
+        "--preset",
+        "--dataset",
+        "--strategies",
+        "--seeds",
+        "--initial-size",
+        "--query-size",
+        "--cycles",
+        "--epochs",
+        "--no-warm-start",
+        "--device",
+        "--out-dir",
+    ]:
+        assert option in out
+
+
+class TestPresets:
+    def test_preset_sets_defaults_and_options_override(self):
+        args = run.parse_args(["--preset", "mnist5k-ir10", "--epochs", "3"])
+        assert args.dataset == "mnist5k-ir10" and args.query_size == 50 and args.epochs == 3
+        assert args.out_dir == run.RESULTS / "mnist5k-ir10"
+
+    def test_without_preset_results_go_to_scratch(self):
+        args = run.parse_args([])
+        assert args.dataset == "digits" and args.out_dir == run.RESULTS / "_scratch" / "digits"
+
+
+def test_tiny_end_to_end_run(tmp_path):
+    run.main(
+        [
+            "--dataset",
+            "digits-ir10",
+            "--seeds",
+            "0",
+            "--cycles",
+            "1",
+            "--epochs",
+            "1",
+            "--initial-size",
+            "20",
+            "--query-size",
+            "5",
+            "--mc-draws",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    with open(tmp_path / "curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["strategy"], r["cycle"]) for r in rows) == sorted(
+        (s, c) for s in STRATEGIES for c in "01"
+    )
+    assert {int(r["n_labeled"]) for r in rows if r["cycle"] == "1"} == {25}
+    assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "digits-ir10"
+    sizes = json.loads((tmp_path / "dataset.json").read_text())
+    assert sizes["test_class_counts"] == [50] * 10 and sum(sizes["pool_class_counts"]) == sizes["pool"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Relative improvement over random" in summary and "tidal_entropy" in summary
+    for plot in ["accuracy.png", "relative_improvement.png"]:
+        assert (tmp_path / plot).stat().st_size > 10_000
+
+
+def test_cifar_resnet_end_to_end(tmp_path):
+    rng = np.random.RandomState(0)
+    for i in range(1, 6):
+        write_batch(tmp_path / f"data_batch_{i}", 8, b"labels", 10, rng)
+    write_batch(tmp_path / "test_batch", 10, b"labels", 10, rng)
+    out = tmp_path / "out"
+    run.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--backbone", "resnet18", "--seeds", "0",
+              "--strategies", "tidal_margin", "bald", "--cycles", "1", "--epochs", "1",
+              "--initial-size", "10", "--query-size", "4", "--mc-draws", "2", "--epoch-progress",
+              "--out-dir", str(out)])  # fmt: skip
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 4 and set(curves.n_labeled) == {10, 14}
