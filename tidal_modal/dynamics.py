@@ -1,13 +1,22 @@
 """Training-dynamics bookkeeping: which row is which, and the running mean of its softmax."""
 
+from typing import Any, NamedTuple
+
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["IndexedDataset", "TrainingDynamics"]
+__all__ = ["IndexedDataset", "IndexedTarget", "TrainingDynamics"]
+
+
+class IndexedTarget(NamedTuple):
+    """A row's target together with its dataset index (``default_collate`` batches both)."""
+
+    y: Any
+    index: Any
 
 
 class IndexedDataset(Dataset):
-    """Wrap a dataset so that every item carries its row index: ``(X_i, (y_i, i))``.
+    """Wrap a dataset so that every item carries its row index: ``(X_i, IndexedTarget(y_i, i))``.
 
     Sample identity comes from the dataset index, never from the row's values, so duplicate
     rows keep separate dynamics and shuffled batches or a validation split (a ``Subset`` of
@@ -23,7 +32,7 @@ class IndexedDataset(Dataset):
 
     def __getitem__(self, i):
         Xi, yi = self.dataset[i]
-        return Xi, (yi, i)
+        return Xi, IndexedTarget(yi, i)
 
     @property
     def X(self):

@@ -72,9 +72,8 @@ class TDHead(LazyModuleMixin, nn.Module):
             raise ValueError(
                 f"TDHead has {len(self.branches)} branches but received {len(features)} feature maps."
             )
-        hidden = torch.cat(
-            [branch(global_average_pool(f)) for branch, f in zip(self.branches, features, strict=True)], dim=1
-        )
+        hidden = [branch(global_average_pool(f)) for branch, f in zip(self.branches, features, strict=True)]
+        hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden, dim=1)
         return F.linear(hidden, self.weight, self.bias)
 
 
@@ -150,11 +149,11 @@ class TiDALModule(nn.Module):
             handles.append(self.backbone.get_submodule(name).register_forward_hook(take_output))
         return handles
 
-    def forward(self, x, **kwargs):
+    def forward(self, *args, **kwargs):
         features = {}
         handles = self._register_hooks(features)
         try:
-            out = self.backbone(x, **kwargs)
+            out = self.backbone(*args, **kwargs)  # skorch passes a dict of inputs as keywords
         finally:
             for handle in handles:
                 handle.remove()

@@ -1,16 +1,34 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from skorch import NeuralNetClassifier
-from skorch.callbacks import PassthroughScoring
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parameter import UninitializedParameter
+from torch.utils.data import Dataset, Subset
 
-from .dynamics import IndexedDataset, TrainingDynamics
+from .callbacks import EpochTDLoss
+from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
 from .modules import TiDALModule
+from .pool import is_sliceable, iter_slices, num_rows
+from .validation import (
+    InputData,
+    Labels,
+    check_finite_batch,
+    check_n_outputs,
+    check_predict_input,
+    check_training_data,
+    is_fitted,
+    record_input_shape,
+    takes_integer_input,
+)
 
 __all__ = ["TiDALNetClassifier"]
 
@@ -52,6 +70,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
         fits with ``set_params`` without re-initialising the module.
     td_hidden : int, default=128
         Width of each TD-head branch.
+    classes : array-like or None, default=None
+        skorch's parameter: declare the classes ``0..C-1`` up front when the labeled data may
+        not contain every class yet (an active-learning loop's first cycles often miss rare
+        classes). Without it the classes are the labels of the first fit, must be ``0..C-1``
+        without gaps, and stay fixed while the net is warm-started: a class first seen in a
+        later cycle is then an error that says so. Either way the module must output one
+        logit per class.
     criterion, train_split, **kwargs
         As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
 
@@ -61,9 +86,22 @@ class TiDALNetClassifier(NeuralNetClassifier):
         The wrapper; the user's network is ``module_.backbone`` and the head ``module_.td_head``.
     training_dynamics_ : ndarray of shape (n_samples, n_classes)
         Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call.
+    input_shape_ : tuple of int
+        Shape of one row of the training data; predicting on rows of another shape is an error.
+    n_features_in_ : int
+        Number of features, for 2-D training data only.
     history : skorch.History
         Besides skorch's keys, ``train_td_loss`` is the epoch's mean KL term;
-        ``train_loss`` is the optimised total ``CE + td_weight * KL``.
+        ``train_loss`` is the optimised total ``CE + td_weight * KL``; ``valid_loss`` (with a
+        ``train_split``) is the cross-entropy alone on the validation rows, which get no TD.
+
+    Notes
+    -----
+    Training data are validated before anything changes (see :mod:`tidal_modal.validation`):
+    a bad ``X`` or ``y`` raises ``ValueError`` / ``TypeError`` and leaves a fitted net as it
+    was, even with ``warm_start=False``. Float input of any precision is cast to the module's
+    dtype batch by batch; so are integer and boolean input, unless the module has an
+    embedding layer (its integer input are then indices).
 
     Examples
     --------
@@ -82,15 +120,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def __init__(
         self,
-        module,
-        *args,
-        td_layers=None,
-        td_weight=1.0,
-        td_hidden=128,
-        criterion=nn.CrossEntropyLoss,
-        train_split=None,
-        **kwargs,
-    ):
+        module: type[nn.Module] | nn.Module,
+        *args: Any,
+        td_layers: str | Sequence[str] | None = None,
+        td_weight: float = 1.0,
+        td_hidden: int = 128,
+        criterion: type[nn.Module] | nn.Module = nn.CrossEntropyLoss,
+        train_split: Callable | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
         self.td_layers = td_layers
@@ -100,13 +138,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
     @property
     def _default_callbacks(self):
         callbacks = list(super()._default_callbacks)
-        td_loss = ("train_td_loss", PassthroughScoring(name="train_td_loss", on_train=True))
-        callbacks.insert(len(callbacks) - 1, td_loss)  # before print_log, so that it is printed
+        callbacks.insert(len(callbacks) - 1, ("train_td_loss", EpochTDLoss()))  # printed by print_log
         return callbacks
 
     # --- initialisation -------------------------------------------------------------------
 
-    def initialize_module(self):
+    def initialize_module(self) -> "TiDALNetClassifier":
         """Build the user's module (skorch-style) and attach the TD head to it."""
         super().initialize_module()
         self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
@@ -125,37 +162,95 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- training -------------------------------------------------------------------------
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
+    def fit(self, X: InputData, y: Labels | None = None, **fit_params: Any) -> "TiDALNetClassifier":
+        """Initialise the module (unless warm-starting) and train it, as in skorch.
+
+        ``X`` and ``y`` are validated first, so that a bad input raises before skorch
+        re-initialises anything: a fitted net stays as it was.
+
+        Parameters
+        ----------
+        X : array-like, tensor, dict or Dataset
+            Training input; lists and DataFrames are converted to arrays.
+        y : array-like of int, tensor or None
+            Class indices ``0..C-1`` (see ``classes``); ``None`` only if ``X`` is a Dataset.
+        **fit_params
+            Passed on to :meth:`partial_fit`.
+
+        Returns
+        -------
+        self : TiDALNetClassifier
+        """
+        X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
+        return super().fit(X, y, **fit_params)
+
+    def partial_fit(
+        self, X: InputData, y: Labels | None = None, classes: ArrayLike | None = None, **fit_params: Any
+    ) -> "TiDALNetClassifier":
         """Train further without re-initialising; training dynamics restart with each call.
 
         See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD
-        recorded by a fit covers exactly that fit's epochs.
+        recorded by a fit covers exactly that fit's epochs. The data are validated first, as
+        in :meth:`fit`; a label outside the net's classes is an error.
         """
+        X, y, net_classes = check_training_data(self, X, y, reset=not is_fitted(self))
         if not self.initialized_:
             self.initialize()
+        if net_classes is not None:
+            self.classes_inferred_ = net_classes
+        record_input_shape(self, X)
         self._materialize_lazy_parameters(X, y)
+        if net_classes is not None:  # the module's width is known now
+            check_n_outputs(self, net_classes)
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
-    def get_split_datasets(self, X, y=None, **fit_params):
+    def check_data(self, X: InputData, y: Labels | None) -> None:
+        """As in skorch, but keep the classes settled by :meth:`partial_fit`.
+
+        skorch infers the classes from each call's labels, which while warm-starting may miss
+        a class that the net already knows.
+        """
+        classes = getattr(self, "classes_inferred_", None)
+        super().check_data(X, y)
+        if classes is not None and y is not None:
+            self.classes_inferred_ = classes
+
+    def get_split_datasets(
+        self, X: InputData, y: Labels | None = None, **fit_params: Any
+    ) -> tuple[Dataset, Dataset | None]:
         """Attach row indices to the data before skorch splits it, and restart the TD buffer."""
         dataset = IndexedDataset(self.get_dataset(X, y))
         self.dynamics_ = TrainingDynamics(len(dataset))
         if not self.train_split:
             return dataset, None
         if y is None:
-            return self.train_split(dataset, **fit_params)
-        return self.train_split(dataset, y, **fit_params)
+            dataset_train, dataset_valid = self.train_split(dataset, **fit_params)
+        else:
+            dataset_train, dataset_valid = self.train_split(dataset, y, **fit_params)
+        if dataset_valid is not None and not (
+            isinstance(dataset_valid, Subset) and dataset_valid.dataset is dataset
+        ):
+            # a validation set of its own (skorch.helper.predefined_split) must yield indices too
+            dataset_valid = IndexedDataset(dataset_valid)
+        return dataset_train, dataset_valid
 
-    def infer(self, x, **fit_params):
-        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler)."""
+    def infer(self, x: InputData, **fit_params: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
+        and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
+        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not takes_integer_input(self.module_)):
             dtype = next(self.module_.parameters()).dtype
             if x.dtype != dtype:
                 x = x.to(dtype)
         return super().infer(x, **fit_params)
 
-    def get_loss(self, y_pred, y_true, X=None, training=False):
+    def get_loss(
+        self,
+        y_pred: torch.Tensor | tuple[torch.Tensor, ...],
+        y_true: Labels,
+        X: InputData | None = None,
+        training: bool = False,
+    ) -> torch.Tensor:
         """The classifier's loss on the logits (the first output); the TD term is separate."""
         logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
         y_true = to_tensor(y_true, device=self.device)
@@ -163,11 +258,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
             y_true = y_true.long()  # CrossEntropyLoss wants int64 class indices
         return super().get_loss(logits, y_true, X=X, training=training)
 
-    def get_td_loss(self, td_logits, td_target):
+    def get_td_loss(self, td_logits: torch.Tensor, td_target: torch.Tensor) -> torch.Tensor:
         """``KL(pbar || softmax(td_logits))`` with batch-mean reduction; ``pbar`` is the target."""
         return F.kl_div(F.log_softmax(td_logits, dim=1), td_target, reduction="batchmean")
 
-    def train_step_single(self, batch, **fit_params):
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL."""
         self._set_training(True)
         Xi, (yi, index) = unpack_data(batch)
@@ -179,26 +274,57 @@ class TiDALNetClassifier(NeuralNetClassifier):
         loss.backward()
         return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
 
-    def validation_step(self, batch, **fit_params):
+    def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
         Xi, (yi, _) = unpack_data(batch)
         return super().validation_step((Xi, yi), **fit_params)
 
-    def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
-        if training and td_loss is not None:
-            # skorch has already synchronised on this step's loss, so .item() costs no extra wait
-            self.history.record_batch("train_td_loss", td_loss.item())
+    def notify(self, method_name: str, **cb_kwargs: Any) -> None:
+        """Notify callbacks as skorch does, showing them batches without our row indices."""
+        batch = cb_kwargs.get("batch")
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
+            cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
+        super().notify(method_name, **cb_kwargs)
 
     # --- prediction -----------------------------------------------------------------------
 
     @property
-    def training_dynamics_(self):
+    def training_dynamics_(self) -> np.ndarray:
         """Recorded TD ``[n_samples, n_classes]`` of the rows of the last fit (NaN for rows never
         trained on, e.g. a validation split's)."""
         self.check_is_fitted(["dynamics_"])
         return self.dynamics_.to_numpy()
 
-    def predict_td(self, X, *, return_proba=False):
+    def forward_iter(
+        self, X: InputData, training: bool = False, device: str | torch.device = "cpu"
+    ) -> Iterator[Any]:
+        """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
+
+        The net must be fitted and ``X`` must match its training data (every prediction goes
+        through here; the checks read shapes, and each batch is checked for NaN as it is read).
+        Arrays (memory-mapped ones too) and tensors are sliced into batches of
+        ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
+        ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
+        more than the forward pass itself. Other inputs take skorch's path.
+        """
+        yield from self._forward_checked(check_predict_input(self, X), training, device)
+
+    def _forward_checked(self, X, training, device):
+        """:meth:`forward_iter` on input that :func:`check_predict_input` has accepted."""
+        if not is_sliceable(X):
+            yield from super().forward_iter(X, training=training, device=device)
+            return
+        self._set_training(training)
+        batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+        for Xi in iter_slices(X, batch_size):
+            check_finite_batch(Xi)
+            with torch.set_grad_enabled(training):
+                yp = self.infer(Xi)
+            yield to_device(yp, device=device)
+
+    def predict_td(
+        self, X: InputData, *, return_proba: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted training dynamics: the TD head's softmax, one pass in eval mode.
 
         Parameters
@@ -216,13 +342,26 @@ class TiDALNetClassifier(NeuralNetClassifier):
         proba : ndarray of shape (n_samples, n_classes)
             Only if ``return_proba``.
         """
-        nonlin = self._get_predict_nonlinearity()
-        td, proba = [], []
-        for logits, td_logits in self.forward_iter(X, training=False):
-            td.append(torch.softmax(td_logits, dim=1))
+        # Each batch's logits are written into arrays allocated once: thousands of small batch
+        # outputs kept until a final concatenation fragment the heap (a large pool's peak memory
+        # grew by ~1 kB per row that way, 25 times the outputs' own size). The softmax then runs
+        # once, in place, over all rows.
+        X = check_predict_input(self, X)
+        td = logits = None
+        start = 0
+        for batch_logits, batch_td_logits in self._forward_checked(X, training=False, device="cpu"):
+            if td is None:
+                n = num_rows(X)
+                td = np.empty((n, *batch_td_logits.shape[1:]), dtype=to_numpy(batch_td_logits).dtype)
+                if return_proba:
+                    logits = np.empty((n, *batch_logits.shape[1:]), dtype=to_numpy(batch_logits).dtype)
+            stop = start + len(batch_td_logits)
+            td[start:stop] = batch_td_logits
             if return_proba:
-                proba.append(nonlin(logits))
-        td = torch.cat(td).numpy()
+                logits[start:stop] = batch_logits
+            start = stop
+        td_tensor = torch.from_numpy(td)
+        torch.softmax(td_tensor, dim=1, out=td_tensor)  # [n, n_classes], rows sum to 1
         if return_proba:
-            return td, torch.cat(proba).numpy()
+            return td, to_numpy(self._get_predict_nonlinearity()(torch.from_numpy(logits)))
         return td

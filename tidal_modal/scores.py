@@ -1,6 +1,7 @@
 """Pure score functions on (predicted) training dynamics: arrays in, arrays out."""
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import entr
 
 __all__ = ["td_entropy", "td_margin"]
@@ -16,7 +17,7 @@ def _check_proba(td_proba):
     return td_proba
 
 
-def td_entropy(td_proba):
+def td_entropy(td_proba: ArrayLike) -> np.ndarray:
     """Entropy of each row's (predicted) training dynamics, in nats.
 
     ``H(p) = -sum_c p_c log p_c``; higher means more uncertain (TiDAL's entropy score).
@@ -38,7 +39,7 @@ def td_entropy(td_proba):
     return entr(_check_proba(td_proba)).sum(axis=1)
 
 
-def td_margin(td_proba, predicted_labels):
+def td_margin(td_proba: ArrayLike, predicted_labels: ArrayLike) -> np.ndarray:
     """Margin of the predicted TD at the classifier's predicted label.
 
     ``M = p[yhat] - max_{c != yhat} p[c]``, where ``yhat`` is the label the *classifier*

@@ -6,16 +6,19 @@ strategies, which hand the top-k selection to :func:`select_top_k`. The strategi
 the estimator's public ``predict_td``, so any estimator that has one can be queried.
 """
 
-from importlib.metadata import version
-from numbers import Integral
+import inspect
 
 import numpy as np
+from modAL.models.base import BaseLearner
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from skorch.dataset import get_len
-from skorch.utils import multi_indexing
+from sklearn.utils.random import sample_without_replacement
 
+from .pool import iter_slices, num_rows, take_rows
 from .scores import td_entropy, td_margin
+from .validation import InputData, check_positive_int
 
 __all__ = [
     "classifier_td_entropy",
@@ -26,14 +29,10 @@ __all__ = [
 ]
 
 
-def _modal_returns_metrics():
-    # modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that
-    # fails, silently calls the strategy again -- and mis-reads bare indices of length 2.
-    major, minor, patch = (int(part) for part in (version("modAL-python").split(".") + ["0"])[:3])
-    return (major, minor, patch) >= (0, 4, 2)
-
-
-MODAL_RETURNS_METRICS = _modal_returns_metrics()
+# modAL 0.4.1 takes the indices alone; 0.4.2 unpacks ``(indices, metrics)`` and, if that fails,
+# silently calls the strategy again -- and mis-reads bare indices of length 2. Ask the modAL
+# that is imported (0.4.2 added ``return_metrics`` to ``query``) rather than package metadata.
+MODAL_RETURNS_METRICS = "return_metrics" in inspect.signature(BaseLearner.query).parameters
 
 
 def _td_estimator(classifier):
@@ -51,13 +50,23 @@ def _td_estimator(classifier):
     return transform, estimator
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+def _td_members(classifier):
+    """``_td_estimator`` of each member of a modAL ``Committee``, or of ``classifier`` alone."""
+    learners = getattr(classifier, "learner_list", None)
+    if learners is None:
+        return [_td_estimator(classifier)]
+    if not len(learners):
+        raise ValueError("The Committee has no learners to query.")
+    return [_td_estimator(learner) for learner in learners]
 
 
-def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=None):
+def select_top_k(
+    scores: ArrayLike,
+    n_instances: int,
+    *,
+    random_tie_break: bool = False,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray:
     """Indices of the ``n_instances`` highest scores, highest first, in O(n) selection.
 
     Parameters
@@ -77,74 +86,110 @@ def select_top_k(scores, n_instances, *, random_tie_break=False, random_state=No
     ndarray of int, shape (n_instances,)
     """
     scores = np.asarray(scores)
-    n_instances = _check_positive_int(n_instances, "n_instances")
-    if n_instances > len(scores):
-        raise ValueError(f"n_instances={n_instances} is larger than the {len(scores)} candidates scored.")
-    order = np.arange(len(scores))
-    if random_tie_break:
-        order = check_random_state(random_state).permutation(len(scores))
-    candidates = scores[order]
-    top = np.argpartition(-candidates, n_instances - 1)[:n_instances]
+    n_instances = check_positive_int(n_instances, "n_instances")
+    n = len(scores)
+    if n_instances > n:
+        raise ValueError(f"n_instances={n_instances} is larger than the {n} candidates scored.")
+    order = check_random_state(random_state).permutation(n) if random_tie_break else None
+    candidates = scores if order is None else scores[order]
+    top = np.argpartition(candidates, n - n_instances)[n - n_instances :]  # O(n), no sort
     # order the few selected rows: by score, then by their (possibly shuffled) position
     top = top[np.lexsort((top, -candidates[top]))]
-    return order[top]
+    return top if order is None else order[top]
 
 
-def classifier_td_entropy(classifier, X):
+# Rows a Pipeline's earlier steps transform at a time: each row is transformed once, and no
+# transformed copy of a large pool is made; large enough that per-call overhead is negligible.
+TRANSFORM_CHUNK_ROWS = 8192
+
+
+def _member_predict_td(transform, estimator, X, return_proba):
+    """``predict_td`` of one estimator, through a Pipeline's transform."""
+    if transform is None:
+        return estimator.predict_td(X, return_proba=return_proba)
+    parts = [
+        estimator.predict_td(transform.transform(chunk), return_proba=return_proba)
+        for chunk in iter_slices(X, TRANSFORM_CHUNK_ROWS)
+    ]
+    if return_proba:
+        return tuple(np.concatenate(outputs) for outputs in zip(*parts, strict=True))
+    return np.concatenate(parts)
+
+
+def _predict_td(classifier, X, return_proba=False):
+    """``predict_td`` of the estimator behind ``classifier``; a modAL ``Committee`` gives its
+    members' mean.
+
+    The members' mean probabilities are the committee's consensus, whose argmax is the label
+    ``Committee.predict`` returns.
+    """
+    outputs = [_member_predict_td(*member, X, return_proba) for member in _td_members(classifier)]
+    if len(outputs) == 1:
+        return outputs[0]
+    if not return_proba:
+        outputs = [(out,) for out in outputs]
+    if len({out[0].shape for out in outputs}) > 1:
+        raise ValueError(
+            "The Committee's members predict different numbers of classes; declare the same "
+            "classes=[...] for every member."
+        )
+    means = tuple(np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
+    return means if return_proba else means[0]
+
+
+def classifier_td_entropy(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """Entropy of the predicted training dynamics of each row of ``X`` (higher = more uncertain).
 
     Parameters
     ----------
-    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
-    X : array-like
+    classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
+        A Committee's members' predicted TD are averaged.
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    return td_entropy(estimator.predict_td(X))
+    return td_entropy(_predict_td(classifier, X))
 
 
-def classifier_td_margin(classifier, X):
+def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """Margin of the predicted training dynamics at the classifier's predicted label.
 
     Predicted TD and predicted labels come from one forward pass. Lower = more uncertain.
 
     Parameters
     ----------
-    classifier : estimator with ``predict_td``, Pipeline ending in one, or modAL learner
-    X : array-like
+    classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
+        A Committee's members' predicted TD are averaged, and its consensus label (the argmax
+        of the members' mean probabilities) is the predicted label.
+    X : array-like, tensor or Dataset
         Rows to score.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    transform, estimator = _td_estimator(classifier)
-    if transform is not None:
-        X = transform.transform(X)
-    td, proba = estimator.predict_td(X, return_proba=True)
+    td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
 
 
 def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state):
-    n_instances = _check_positive_int(n_instances, "n_instances")
-    _td_estimator(classifier)  # fail on a wrong estimator before any work
+    n_instances = check_positive_int(n_instances, "n_instances")
+    _td_members(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
-    n_pool = get_len(X_pool)
+    n_pool = num_rows(X_pool)
     if n_pool == 0:
         raise ValueError("X_pool is empty: there is nothing left to query.")
     candidates = None
     if pool_subset is not None:
-        pool_subset = _check_positive_int(pool_subset, "pool_subset")
+        pool_subset = check_positive_int(pool_subset, "pool_subset")
         if pool_subset < n_pool:
-            # sorted, so that a memory-mapped pool is read front to back
-            candidates = np.sort(rng.choice(n_pool, size=pool_subset, replace=False))
-            X_pool = multi_indexing(X_pool, candidates)
+            # O(pool_subset) memory, unlike a permutation of the pool; sorted, so that a
+            # memory-mapped pool is read front to back
+            candidates = np.sort(sample_without_replacement(n_pool, pool_subset, random_state=rng))
+            X_pool = take_rows(X_pool, candidates)
     n_candidates = n_pool if candidates is None else len(candidates)
     if n_instances > n_candidates:
         raise ValueError(
@@ -152,6 +197,11 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
             f"({'pool_subset' if candidates is not None else 'X_pool'} size)."
         )
     scores = uncertainty(classifier, X_pool)
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            "The scores of the pool contain NaN or inf: the network's outputs are not finite "
+            "(diverged training, or non-finite values in X_pool). Check the data and the learning rate."
+        )
     top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
     indices = top if candidates is None else candidates[top]
     if MODAL_RETURNS_METRICS:
@@ -160,15 +210,22 @@ def _query(uncertainty, classifier, X_pool, n_instances, random_tie_break, pool_
 
 
 def tidal_entropy(
-    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
-):
+    classifier: BaseEstimator,
+    X_pool: InputData,
+    n_instances: int = 1,
+    *,
+    random_tie_break: bool = False,
+    pool_subset: int | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """TiDAL query strategy: the rows whose predicted training dynamics have the highest entropy.
 
     Parameters
     ----------
-    classifier : modAL learner, TiDALNetClassifier or Pipeline ending in one
+    classifier : modAL learner or Committee, TiDALNetClassifier or Pipeline ending in one
         A learner's ``.estimator`` is used. The earlier steps of a Pipeline transform the
-        candidates once; the last step must have ``predict_td``.
+        candidates once; the last step must have ``predict_td``. A Committee's members'
+        predicted TD are averaged.
     X_pool : array-like or tensor
         The unlabeled pool.
     n_instances : int, default=1
@@ -189,10 +246,19 @@ def tidal_entropy(
 
     Examples
     --------
-    >>> from modAL.models import ActiveLearner                         # doctest: +SKIP
-    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy,
-    ...                         X_training=X0, y_training=y0)          # doctest: +SKIP
-    >>> idx, rows = learner.query(X_pool, n_instances=100)             # doctest: +SKIP
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from modAL.models import ActiveLearner
+    >>> from tidal_modal import TiDALNetClassifier, tidal_entropy
+    >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy, X_training=X[:20], y_training=y[:20])
+    >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
+    >>> idx.shape, rows.shape
+    ((5,), (5, 4))
     """
     return _query(
         classifier_td_entropy, classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state
@@ -200,13 +266,29 @@ def tidal_entropy(
 
 
 def tidal_margin(
-    classifier, X_pool, n_instances=1, *, random_tie_break=False, pool_subset=None, random_state=None
-):
+    classifier: BaseEstimator,
+    X_pool: InputData,
+    n_instances: int = 1,
+    *,
+    random_tie_break: bool = False,
+    pool_subset: int | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """TiDAL query strategy: the rows with the smallest predicted-TD margin at the predicted label.
 
     The margin is ``ptilde[yhat] - max_{c != yhat} ptilde[c]``, with ``yhat`` the classifier's
-    prediction; both come from one forward pass. Parameters and return value as in
-    :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated margins.
+    prediction (a Committee's consensus label); both come from one forward pass.
+
+    Parameters
+    ----------
+    classifier, X_pool, n_instances, random_tie_break, pool_subset, random_state
+        As in :func:`tidal_entropy`.
+
+    Returns
+    -------
+    indices : ndarray of int, shape (n_instances,)
+        As in :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated
+        margins.
     """
 
     def uncertainty(clf, X):

@@ -1,0 +1,436 @@
+"""What TiDAL costs over plain training and plain scoring, and how pool scoring scales.
+
+Measures, side by side in one run (medians over ``--repeats``, the two sides interleaved):
+
+- training: ``TiDALNetClassifier.fit`` / skorch ``NeuralNetClassifier.fit``, same backbone,
+  data, epochs and batch size (an MLP on vectors, a small CNN on 28x28 images);
+- query: ``tidal_entropy`` (and ``tidal_margin``) / modAL's ``entropy_sampling`` on the same
+  fitted net and pool, and / a bare ``torch.no_grad()`` eval-mode forward pass of the backbone
+  over the same pool in the same batch size (the floor);
+- selection: partial top-k (``select_top_k``) vs a full sort;
+- scaling: scoring memory-mapped pools of 784 features of growing size, each in a fresh
+  process: time and peak memory growth. Peak memory is the process's anonymous memory
+  (RssAnon, sampled), which excludes the page cache that reading a memmap maps in.
+
+Writes ``overhead.json``, ``overhead.md`` and ``scaling.png`` under ``--output-dir``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from modAL.uncertainty import entropy_sampling
+from skorch import NeuralNetClassifier
+from torch import nn
+from tqdm import tqdm
+
+from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
+from tidal_modal.strategies import select_top_k
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"fit": 1.10, "query_vs_entropy_sampling": 1.05, "query_vs_bare_forward": 1.15}
+N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
+
+
+class MLP(nn.Module):
+    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES, widths=(512, 256)):
+        super().__init__()
+        layers, width = [], n_features
+        for hidden in widths:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, n_classes)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, n_classes=N_CLASSES):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 128),
+            nn.ReLU(),
+        )
+        self.out = nn.Linear(128, n_classes)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+class WideMLP(MLP):
+    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES):
+        super().__init__(n_features, n_classes, widths=(2048, 1024))
+
+
+# the TD head's cost is fixed, so its share shrinks as the backbone grows
+BACKBONES = {
+    "mlp": (MLP, (N_FEATURES,)),
+    "mlp-wide": (WideMLP, (N_FEATURES,)),
+    "cnn": (SmallCNN, (1, 28, 28)),
+}
+
+
+def net_params(epochs):
+    # plain skorch gets TiDAL's defaults, so that only the TD head and its bookkeeping differ
+    return dict(
+        criterion=nn.CrossEntropyLoss,
+        train_split=None,
+        iterator_train__shuffle=True,
+        max_epochs=epochs,
+        batch_size=BATCH_SIZE,
+        lr=0.01,
+        verbose=0,
+    )
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def random_data(shape, n, seed):
+    rng = np.random.RandomState(seed)
+    return rng.randn(n, *shape).astype(np.float32), rng.randint(0, N_CLASSES, n)
+
+
+def median_ratio(numerator, denominator):
+    return float(np.median(numerator) / np.median(denominator))
+
+
+def head_share(net, X, repeats):
+    """Forward + backward time of the TD head alone / of the backbone alone, on one batch.
+
+    The part of the fit overhead that no bookkeeping can remove: the paper's head itself.
+    """
+    wrapper = net.module_.train()
+    x = torch.as_tensor(X[:BATCH_SIZE])
+    features = {}
+    layer = wrapper.backbone.get_submodule(wrapper.default_td_layer)
+    handle = layer.register_forward_pre_hook(lambda module, args: features.update(x=args[0].detach()))
+    wrapper.backbone(x)
+    handle.remove()
+    feature = features["x"].requires_grad_()
+
+    def backbone_step():
+        wrapper.backbone(x).sum().backward()
+
+    def head_step():
+        wrapper.td_head([feature], N_CLASSES).sum().backward()
+
+    times = {backbone_step: [], head_step: []}
+    for _ in range(20 * repeats):
+        for step, record in times.items():
+            record.append(timed(step))
+    return median_ratio(times[head_step], times[backbone_step])
+
+
+def measure_fit(name, repeats, n_train, epochs, td_hidden=128):
+    module, shape = BACKBONES[name]
+    X, y = random_data(shape, n_train, seed=0)
+    plain, tidal = [], []
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        plain_net = NeuralNetClassifier(module, **net_params(epochs))
+        plain.append(timed(plain_net.fit, X, y))
+        torch.manual_seed(0)
+        net = TiDALNetClassifier(module, td_hidden=td_hidden, **net_params(epochs))
+        tidal.append(timed(net.fit, X, y))
+    return {
+        "backbone": name,
+        "td_hidden": td_hidden,
+        "n_train": n_train,
+        "epochs": epochs,
+        "plain_s": float(np.median(plain)),
+        "tidal_s": float(np.median(tidal)),
+        "ratio": median_ratio(tidal, plain),
+        "head_share": head_share(net, X, repeats),
+    }
+
+
+def bare_forward(backbone, pool):
+    backbone.eval()
+    with torch.no_grad():
+        for start in range(0, len(pool), BATCH_SIZE):
+            backbone(torch.as_tensor(pool[start : start + BATCH_SIZE]))
+
+
+def measure_query(name, repeats, n_pool):
+    module, shape = BACKBONES[name]
+    X, y = random_data(shape, 2000, seed=0)
+    torch.manual_seed(0)
+    net = TiDALNetClassifier(module, **net_params(epochs=1)).fit(X, y)
+    pool, _ = random_data(shape, n_pool, seed=1)
+    runs = {
+        "bare_forward": lambda: bare_forward(net.module_.backbone, pool),
+        "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
+        "tidal_margin": lambda: tidal_margin(net, pool, 100),
+        "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
+    }
+    times = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            times[key].append(timed(run))
+    result = {"backbone": name, "n_pool": n_pool, "batch_size": BATCH_SIZE}
+    result.update({f"{key}_s": float(np.median(t)) for key, t in times.items()})
+    for strategy in ("tidal_entropy", "tidal_margin"):
+        result[f"{strategy}_vs_entropy_sampling"] = median_ratio(times[strategy], times["entropy_sampling"])
+        result[f"{strategy}_vs_bare_forward"] = median_ratio(times[strategy], times["bare_forward"])
+    return result
+
+
+def measure_selection(repeats, n, k=1000):
+    scores = np.random.RandomState(0).rand(n)
+    partial = [timed(lambda: select_top_k(scores, k)) for _ in range(repeats)]
+    full = [timed(lambda: np.argsort(-scores)[:k]) for _ in range(repeats)]
+    return {"n": n, "k": k, "top_k_s": float(np.median(partial)), "full_sort_s": float(np.median(full))}
+
+
+# --- scaling: one fresh process per pool size --------------------------------------------
+
+
+def rss_anon_kib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise RuntimeError("RssAnon not found in /proc/self/status (Linux only)")
+
+
+class PeakSampler(threading.Thread):
+    """Samples the process's anonymous memory every few milliseconds; keeps the peak."""
+
+    def __init__(self, interval=0.005):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self.stopped = interval, rss_anon_kib(), threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            self.peak = max(self.peak, rss_anon_kib())
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+        return max(self.peak, rss_anon_kib())
+
+
+def score_memmap_worker(path, pool_subset):
+    """Score the memmap at ``path`` once; print time and peak anonymous-memory growth as JSON."""
+    torch.manual_seed(0)
+    X, y = random_data((N_FEATURES,), 512, seed=0)
+    net = TiDALNetClassifier(MLP, **net_params(epochs=1)).fit(X, y)
+    pool = np.load(path, mmap_mode="r")
+    tidal_entropy(net, pool[:BATCH_SIZE], 1)  # warm up outside the measurement
+    baseline = rss_anon_kib()
+    sampler = PeakSampler()
+    sampler.start()
+    seconds = timed(lambda: tidal_entropy(net, pool, 100, pool_subset=pool_subset, random_state=0))
+    peak = sampler.stop()
+    print(json.dumps({"seconds": seconds, "peak_growth_mib": (peak - baseline) / 1024}))
+
+
+def write_memmap(path, n, chunk=100_000):
+    pool = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, N_FEATURES))
+    rng = np.random.default_rng(0)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        pool[start:stop] = rng.standard_normal((stop - start, N_FEATURES), dtype=np.float32)
+    pool.flush()
+    del pool
+
+
+def measure_scaling(sizes, subset, threads, scratch_dir):
+    rows = []
+    with tempfile.TemporaryDirectory(dir=scratch_dir) as tmp:
+        for n in tqdm(sizes, desc="scaling", leave=False):
+            path = Path(tmp) / f"pool_{n}.npy"
+            write_memmap(path, n)
+            runs = [None] + ([subset] if subset and subset < n else [])
+            for pool_subset in runs:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.overhead",
+                    "--threads",
+                    str(threads),
+                    "--worker",
+                    str(path),
+                ]
+                if pool_subset:
+                    cmd += ["--worker-subset", str(pool_subset)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                pool_mib = n * N_FEATURES * 4 / 2**20
+                rows.append(
+                    {
+                        "n": n,
+                        "pool_subset": pool_subset,
+                        "pool_mib": pool_mib,
+                        "seconds": result["seconds"],
+                        "rows_per_s": (pool_subset or n) / result["seconds"],
+                        "peak_growth_mib": result["peak_growth_mib"],
+                        "growth_bytes_per_row": result["peak_growth_mib"] * 2**20 / (pool_subset or n),
+                    }
+                )
+            path.unlink()
+    return rows
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def verdict(value, target):
+    return f"{value:.3f} ({'meets' if value <= target else 'misses'} <= {target})"
+
+
+def markdown(results):
+    env = results["environment"]
+    lines = [
+        "# TiDAL overhead",
+        "",
+        f"`python -m benchmarks.overhead {results['arguments']}` on {env['machine']}; "
+        f"torch {env['torch']}, {env['threads']} thread(s). "
+        f"Medians of {results['repeats']} interleaved repeats.",
+        "",
+        "## Training: TiDALNetClassifier.fit / NeuralNetClassifier.fit",
+        "",
+        "| backbone | td_hidden | rows | epochs | plain s | TiDAL s | ratio "
+        "| TD head fwd+bwd / backbone fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["fit"]:
+        lines.append(
+            f"| {r['backbone']} | {r['td_hidden']} | {r['n_train']} | {r['epochs']} "
+            f"| {r['plain_s']:.3f} | {r['tidal_s']:.3f} "
+            f"| {verdict(r['ratio'], TARGETS['fit'])} | {r['head_share']:.3f} |"
+        )
+    lines += [
+        "",
+        f"## Query (batch size {BATCH_SIZE}, top-100)",
+        "",
+        "| backbone | pool | bare forward s | entropy_sampling s | tidal_entropy s | tidal_margin s "
+        "| tidal_entropy / entropy_sampling | tidal_entropy / bare | tidal_margin / entropy_sampling "
+        "| tidal_margin / bare |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["query"]:
+        lines.append(
+            f"| {r['backbone']} | {r['n_pool']} | {r['bare_forward_s']:.3f} | {r['entropy_sampling_s']:.3f} "
+            f"| {r['tidal_entropy_s']:.3f} | {r['tidal_margin_s']:.3f} "
+            f"| {verdict(r['tidal_entropy_vs_entropy_sampling'], TARGETS['query_vs_entropy_sampling'])} "
+            f"| {verdict(r['tidal_entropy_vs_bare_forward'], TARGETS['query_vs_bare_forward'])} "
+            f"| {verdict(r['tidal_margin_vs_entropy_sampling'], TARGETS['query_vs_entropy_sampling'])} "
+            f"| {verdict(r['tidal_margin_vs_bare_forward'], TARGETS['query_vs_bare_forward'])} |"
+        )
+    s = results["selection"]
+    lines += [
+        "",
+        "## Selection",
+        "",
+        f"Top-{s['k']} of {s['n']:,} scores: partial selection {s['top_k_s'] * 1e3:.1f} ms, "
+        f"full sort {s['full_sort_s'] * 1e3:.1f} ms.",
+        "",
+        "## Scaling: tidal_entropy on a memory-mapped pool (784 float32 features, MLP)",
+        "",
+        "| rows | pool_subset | pool MiB | seconds | rows/s | peak memory growth MiB "
+        "| bytes per scored row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["scaling"]:
+        lines.append(
+            f"| {r['n']:,} | {r['pool_subset'] or '-'} | {r['pool_mib']:.0f} | {r['seconds']:.2f} "
+            f"| {r['rows_per_s']:,.0f} | {r['peak_growth_mib']:.1f} | {r['growth_bytes_per_row']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_scaling(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = [r for r in rows if r["pool_subset"] is None]
+    n = [r["n"] for r in full]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.loglog(n, [r["seconds"] for r in full], "o-")
+    left.set(xlabel="pool rows", ylabel="seconds", title="tidal_entropy time")
+    right.loglog(n, [r["peak_growth_mib"] for r in full], "o-", label="peak memory growth")
+    right.loglog(n, [r["pool_mib"] for r in full], "--", color="gray", label="pool size on disk")
+    right.set(xlabel="pool rows", ylabel="MiB", title="peak anonymous memory growth")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--n-train", type=int, default=4000, help="rows for the fit measurement")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs for the fit measurement")
+    parser.add_argument("--n-pool", type=int, default=20000, help="pool rows for the query measurement")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10**4, 10**5, 10**6], help="scaling sizes")
+    parser.add_argument("--subset", type=int, default=10000, help="pool_subset also measured at each size")
+    parser.add_argument("--scratch-dir", default=None, help="where the memmap files go (default: temp)")
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results/overhead"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-subset", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        return score_memmap_worker(args.worker, args.worker_subset)
+
+    steps = tqdm(total=2 * len(BACKBONES) + 3, desc="overhead")
+    results = {"repeats": args.repeats, "arguments": " ".join(argv if argv is not None else sys.argv[1:])}
+    results["environment"] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
+    results["fit"] = []
+    # the paper's head width, and a narrower head, which costs less next to a small MLP
+    for name, td_hidden in [("mlp", 128), ("mlp", 32), ("mlp-wide", 128), ("cnn", 128)]:
+        results["fit"].append(measure_fit(name, args.repeats, args.n_train, args.epochs, td_hidden))
+        steps.update()
+    results["query"] = []
+    for name in BACKBONES:
+        results["query"].append(measure_query(name, args.repeats, args.n_pool))
+        steps.update()
+    results["selection"] = measure_selection(args.repeats, n=10**7)
+    steps.update()
+    results["scaling"] = measure_scaling(args.sizes, args.subset, args.threads, args.scratch_dir)
+    steps.update()
+    steps.close()
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = markdown(results)
+    (args.output_dir / "overhead.md").write_text(report)
+    if results["scaling"]:
+        plot_scaling(results["scaling"], args.output_dir / "scaling.png")
+    print(report)
+    return results
+
+
+if __name__ == "__main__":
+    main()

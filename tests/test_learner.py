@@ -1,0 +1,137 @@
+"""Nothing is lost when a query or a teach fails (tidal_modal.learner)."""
+
+import numpy as np
+import pytest
+import torch
+from modAL.models import ActiveLearner
+from sklearn.datasets import make_blobs
+from torch import nn
+
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_margin
+from tidal_modal.strategies import MODAL_RETURNS_METRICS
+
+pytestmark = pytest.mark.modal
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def data():
+    X, y = make_blobs(n_samples=90, n_features=4, centers=3, random_state=1)
+    return X.astype(np.float32), y
+
+
+def make_learner(data, cls=TiDALActiveLearner, **net_kwargs):
+    """A learner trained on classes 0 and 1 only, classes not declared: class 2 is a new class."""
+    X, y = data
+    module = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    net = TiDALNetClassifier(module, max_epochs=2, lr=0.1, verbose=0, **net_kwargs)
+    first = np.flatnonzero(y < 2)[:20]
+    return cls(net, query_strategy=tidal_margin, X_training=X[first], y_training=y[first])
+
+
+def state(learner):
+    """The training data, the model's parameters and its history length, as copies."""
+    params = {k: v.clone() for k, v in learner.estimator.module_.state_dict().items()}
+    return learner.X_training.copy(), learner.y_training.copy(), params, len(learner.estimator.history)
+
+
+def assert_same_state(learner, before):
+    X_training, y_training, params, n_epochs = state(learner)
+    np.testing.assert_array_equal(X_training, before[0])
+    np.testing.assert_array_equal(y_training, before[1])
+    assert all(torch.equal(params[k], before[2][k]) for k in params)
+    assert n_epochs == before[3]
+
+
+class TestTeach:
+    @pytest.mark.parametrize("warm_start", [False, True])
+    def test_failed_teach_loses_nothing(self, data, warm_start):
+        X, y = data
+        learner = make_learner(data, warm_start=warm_start)
+        before = state(learner)
+        new = np.flatnonzero(y == 2)[:5]
+        with pytest.raises(ValueError, match=r"class\(es\) \[2\]|outputs 2 logits"):
+            learner.teach(X[new], y[new])
+        assert_same_state(learner, before)
+        # once the labels are fixed, teaching again adds the rows once
+        learner.teach(X[new], np.zeros(5, dtype=y.dtype))
+        assert len(learner.X_training) == len(before[0]) + 5
+
+    def test_plain_modal_learner_keeps_the_rows_of_a_failed_teach(self, data):
+        """Why TiDALActiveLearner exists: modAL appends the rows before fitting."""
+        X, y = data
+        learner = make_learner(data, cls=ActiveLearner)
+        n_before = len(learner.X_training)
+        new = np.flatnonzero(y == 2)[:5]
+        with pytest.raises(ValueError):
+            learner.teach(X[new], y[new])
+        assert len(learner.X_training) == n_before + 5
+
+    def test_successful_teach(self, data):
+        X, y = data
+        learner = make_learner(data, warm_start=True)
+        n_epochs = len(learner.estimator.history)
+        rows = np.flatnonzero(y < 2)[20:25]
+        learner.teach(X[rows], y[rows])
+        assert len(learner.X_training) == 25
+        assert len(learner.estimator.history) == 2 * n_epochs  # warm start: the history goes on
+
+
+class TestQuery:
+    @pytest.mark.parametrize(
+        ("pool", "kwargs"),
+        [
+            (lambda X: X, {"n_instances": 0}),
+            (lambda X: X, {"n_instances": 1000}),
+            (lambda X: np.where(np.arange(len(X))[:, None] == 3, np.nan, X), {"n_instances": 2}),
+            (lambda X: X[:, :3], {"n_instances": 2}),
+        ],
+        ids=["zero", "too-many", "nan", "features"],
+    )
+    def test_failed_query_loses_nothing(self, data, pool, kwargs):
+        X_pool = pool(data[0])
+        pool_before = X_pool.copy()
+        learner = make_learner(data)
+        before = state(learner)
+        with pytest.raises((ValueError, TypeError)):
+            learner.query(X_pool, **kwargs)
+        assert_same_state(learner, before)
+        np.testing.assert_array_equal(X_pool, pool_before)
+
+    @pytest.mark.parametrize(("cls", "expected_calls"), [(TiDALActiveLearner, 1), (ActiveLearner, None)])
+    def test_a_failing_strategy_runs_once(self, data, cls, expected_calls):
+        calls = []
+
+        def failing(learner, X_pool, **kwargs):
+            calls.append(kwargs)
+            raise RuntimeError("out of memory")
+
+        learner = make_learner(data, cls=cls)
+        learner.query_strategy = failing
+        with pytest.raises(RuntimeError, match="out of memory"):
+            learner.query(data[0], n_instances=3)
+        # plain modAL 0.4.2 calls it again after the first error
+        assert len(calls) == (expected_calls or (2 if MODAL_RETURNS_METRICS else 1))
+
+    def test_return_metrics(self, data):
+        learner = make_learner(data)
+        if MODAL_RETURNS_METRICS:
+            idx, rows, metrics = learner.query(data[0], n_instances=3, return_metrics=True)
+            np.testing.assert_array_equal(metrics, -np.sort(-metrics))  # most uncertain first
+        else:  # 0.4.1 strategies return indices only
+            with pytest.warns(UserWarning, match="no metrics"):
+                idx, rows, metrics = learner.query(data[0], n_instances=3, return_metrics=True)
+            assert metrics is None
+        np.testing.assert_array_equal(rows, data[0][idx])
+
+    def test_tensor_pool(self, data):
+        learner = make_learner(data)
+        X_pool = torch.as_tensor(data[0])
+        idx, rows = learner.query(X_pool, n_instances=4, random_state=0)
+        assert torch.equal(rows, X_pool[torch.as_tensor(idx)])
+        expected = tidal_margin(learner, data[0], n_instances=4, random_state=0)
+        np.testing.assert_array_equal(idx, expected[0] if MODAL_RETURNS_METRICS else expected)

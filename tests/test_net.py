@@ -1,0 +1,256 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
+
+from tidal_modal import TiDALNetClassifier
+
+from .models import MLP, OwnHead, SmallCNN
+
+
+class TrainingPassRecorder(Callback):
+    """Keeps the inputs and softmax outputs of every training forward pass of the last fit."""
+
+    def initialize(self):
+        self.passes = []
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.passes = []
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if training:
+            proba = torch.softmax(y_pred[0].detach(), dim=1).numpy()
+            self.passes.append((batch[0].numpy().copy(), proba))
+
+
+def hand_computed_td(X, passes):
+    """Mean of each row's softmax over the training passes, matching rows by their values."""
+    row_of = {row.tobytes(): i for i, row in enumerate(X)}
+    seen = [[] for _ in X]
+    for Xb, proba in passes:
+        for row, p in zip(Xb, proba, strict=True):
+            seen[row_of[row.tobytes()]].append(p)
+    return np.array([np.mean(s, axis=0) if s else np.full(proba.shape[1], np.nan) for s in seen])
+
+
+@pytest.fixture
+def tiny():
+    rng = np.random.RandomState(0)
+    X = rng.randn(30, 4).astype(np.float32)  # distinct rows, so rows can be matched by value
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def tiny_net(**kwargs):
+    params = dict(
+        module=MLP,
+        module__n_features=4,
+        module__n_classes=2,
+        module__dropout=0.3,  # train-mode passes differ from eval passes
+        max_epochs=5,
+        batch_size=8,
+        lr=0.1,
+        verbose=0,
+    )
+    params.update(kwargs)
+    return TiDALNetClassifier(**params)
+
+
+class TestTrainingDynamics:
+    def test_recorded_td_equals_mean_of_training_pass_softmax(self, tiny):
+        X, y = tiny
+        recorder = TrainingPassRecorder()
+        net = tiny_net(callbacks=[("recorder", recorder)]).fit(X, y)
+        passes = dict(net.callbacks_)["recorder"].passes
+        first_epoch_rows = np.concatenate([Xb for Xb, _ in passes[:4]])
+        assert not np.array_equal(first_epoch_rows, X), "batches should have been shuffled"
+        np.testing.assert_allclose(net.training_dynamics_, hand_computed_td(X, passes), rtol=1e-5)
+
+    def test_no_extra_forward_pass_over_the_labeled_set(self, tiny):
+        X, y = tiny
+        net = tiny_net().initialize()
+        calls = []
+        net.module_.backbone.register_forward_hook(lambda *args: calls.append(1))
+        net.partial_fit(X, y)
+        # 4 batches x 5 epochs, plus one dry pass on a batch that infers the head's shapes
+        assert len(calls) == 4 * 5 + 1
+
+    def test_validation_rows_get_no_td(self, tiny):
+        X, y = tiny
+        net = tiny_net(
+            train_split=ValidSplit(5, stratified=False), callbacks=[("recorder", TrainingPassRecorder())]
+        ).fit(X, y)
+        td = net.training_dynamics_
+        np.testing.assert_allclose(
+            td, hand_computed_td(X, dict(net.callbacks_)["recorder"].passes), rtol=1e-5
+        )
+        assert np.isnan(td).all(axis=1).sum() == 6  # the held-out fifth
+        assert {"valid_loss", "valid_acc"} <= set(net.history[-1])  # skorch's scoring still works
+
+    def test_td_restarts_at_each_fit_while_warm_start_keeps_weights(self, tiny):
+        X, y = tiny
+        net = tiny_net(warm_start=True, callbacks=[("recorder", TrainingPassRecorder())]).fit(X, y)
+        weights = net.module_.backbone.out.weight.detach().clone()
+        net.fit(X[:20], y[:20])
+        assert not torch.equal(weights, net.module_.backbone.out.weight)
+        assert net.history[0]["epoch"] == 1 and len(net.history) == 10  # one history, kept training
+        td = net.training_dynamics_
+        assert td.shape == (20, 2)
+        np.testing.assert_allclose(
+            td, hand_computed_td(X[:20], dict(net.callbacks_)["recorder"].passes), rtol=1e-5
+        )
+        assert len(dict(net.callbacks_)["recorder"].passes) == 3 * 5  # the second fit's passes only
+
+    def test_td_head_learns_the_training_dynamics(self, digits):
+        X, y = digits
+        X, y = X[:400], y[:400]
+        kl_td, kl_clf = [], []
+
+        class Fidelity(Callback):
+            def on_epoch_end(self, net, **kwargs):
+                actual = net.training_dynamics_
+                td, proba = net.predict_td(X, return_proba=True)
+                kl_td.append(np.mean(np.sum(actual * np.log(actual / td), axis=1)))
+                kl_clf.append(np.mean(np.sum(actual * np.log(actual / proba), axis=1)))
+
+        TiDALNetClassifier(
+            MLP,
+            module__hidden=64,
+            max_epochs=40,
+            lr=0.1,
+            optimizer=torch.optim.SGD,
+            optimizer__momentum=0.9,
+            callbacks=[Fidelity()],
+            verbose=0,
+        ).fit(X, y)
+        # both start near 0 (everything is uniform at first); the head's KL peaks, then falls
+        assert kl_td[-1] < 0.5 * max(kl_td)
+        assert kl_td[-1] < 0.1 * kl_clf[-1]
+
+    def test_td_weight_zero_leaves_the_head_untrained(self, tiny):
+        X, y = tiny
+        heads = {}
+        for weight in (0.0, 1.0):
+            torch.manual_seed(0)
+            net = tiny_net(td_weight=weight).initialize()
+            net._materialize_lazy_parameters(X, y)
+            before = net.module_.td_head.weight.detach().clone()
+            net.partial_fit(X, y)
+            heads[weight] = torch.equal(before, net.module_.td_head.weight)
+        assert heads == {0.0: True, 1.0: False}
+
+    def test_history_records_the_epoch_mean_td_loss(self, tiny):
+        X, y = tiny
+        batch_losses = []
+
+        class Spy(Callback):
+            def on_batch_end(self, net, batch=None, training=False, td_loss=None, **kwargs):
+                batch_losses.append((float(td_loss), len(batch[0])))
+
+        net = tiny_net(callbacks=[Spy()]).fit(X, y)
+        last_epoch = batch_losses[-4:]  # 30 rows in batches of 8
+        expected = np.average([loss for loss, _ in last_epoch], weights=[n for _, n in last_epoch])
+        assert net.history[-1]["train_td_loss"] == pytest.approx(expected, rel=1e-6)
+        assert len(net.history[:, "train_td_loss"]) == 5
+
+
+class TestPrediction:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted(cls, digits):
+        X, y = digits
+        torch.manual_seed(0)
+        return TiDALNetClassifier(MLP, max_epochs=5, lr=0.1, verbose=0).fit(X[:300], y[:300])
+
+    def test_predict_td_rows_sum_to_one_and_proba_is_skorchs(self, fitted, digits):
+        X, _ = digits
+        td, proba = fitted.predict_td(X[300:400], return_proba=True)
+        assert td.shape == proba.shape == (100, 10)
+        np.testing.assert_allclose(td.sum(axis=1), 1, rtol=1e-5)
+        np.testing.assert_array_equal(proba, fitted.predict_proba(X[300:400]))
+        np.testing.assert_array_equal(td, fitted.predict_td(X[300:400]))
+        assert not np.allclose(td, proba)  # the head is not a copy of the classifier
+
+    def test_float64_input_is_cast(self, fitted, digits):
+        X, _ = digits
+        np.testing.assert_allclose(fitted.predict_td(X[:5].astype(np.float64)), fitted.predict_td(X[:5]))
+
+    def test_pickle_round_trip(self, fitted, digits):
+        X, _ = digits
+        restored = pickle.loads(pickle.dumps(fitted))
+        np.testing.assert_array_equal(restored.predict_td(X[:50]), fitted.predict_td(X[:50]))
+        np.testing.assert_array_equal(restored.training_dynamics_, fitted.training_dynamics_)
+
+    def test_unfitted_net_cannot_predict_td(self):
+        from skorch.exceptions import NotInitializedError
+
+        with pytest.raises(NotInitializedError):
+            TiDALNetClassifier(MLP).predict_td(np.zeros((2, 64), dtype=np.float32))
+
+
+class TestBackbones:
+    def test_conv_layers_as_td_layers(self, digits):
+        X, y = digits
+        images = X[:200].reshape(-1, 1, 8, 8)
+        net = TiDALNetClassifier(
+            SmallCNN, td_layers=["stage1", "stage2"], td_hidden=16, max_epochs=2, verbose=0
+        ).fit(images, y[:200])
+        assert [b[0].in_features for b in net.module_.td_head.branches] == [8, 16]
+        assert net.predict_td(images[:7]).shape == (7, 10)
+
+    def test_module_with_its_own_td_head(self, tiny):
+        X, y = tiny
+        net = TiDALNetClassifier(OwnHead, max_epochs=3, verbose=0).fit(X, y)
+        assert net.module_.td_head is None
+        expected = torch.softmax(net.module_.backbone.td(torch.as_tensor(X)), dim=1).detach().numpy()
+        np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-5)
+        assert net.history[-1]["train_td_loss"] > 0
+
+
+class TestEstimatorProtocol:
+    def test_clone_and_params(self):
+        net = TiDALNetClassifier(MLP, module__hidden=16, td_weight=0.3, td_hidden=8)
+        params = clone(net).get_params()
+        assert (params["td_weight"], params["td_hidden"], params["module__hidden"]) == (0.3, 8, 16)
+        assert params["train_split"] is None and params["iterator_train__shuffle"] is True
+        assert net.set_params(td_weight=2.0).td_weight == 2.0
+
+    def test_set_module_params_reinitialises_the_backbone(self, tiny):
+        X, y = tiny
+        net = tiny_net().fit(X, y)
+        net.set_params(module__hidden=7)
+        assert net.module_.backbone.body[0].out_features == 7
+        net.fit(X, y)
+        assert net.predict_td(X).shape == (30, 2)
+
+    def test_grid_search_over_td_weight(self, digits):
+        X, y = digits
+        search = GridSearchCV(
+            TiDALNetClassifier(MLP, max_epochs=3, lr=0.1, verbose=0),
+            {"td_weight": [0.0, 1.0]},
+            cv=2,
+            scoring="accuracy",
+        ).fit(X[:200], y[:200])
+        assert len(search.cv_results_["params"]) == 2
+        assert search.best_estimator_.td_weight == search.best_params_["td_weight"]
+        assert search.best_estimator_.predict_td(X[:3]).shape == (3, 10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+class TestCuda:
+    def test_fit_predict_and_move_to_cpu(self, digits):
+        X, y = digits
+        net = TiDALNetClassifier(MLP, device="cuda", max_epochs=3, verbose=0).fit(X[:200], y[:200])
+        assert net.dynamics_.sums.device.type == "cuda"  # the TD buffer stays on the device
+        td = net.predict_td(X[200:260])
+        assert td.shape == (60, 10)
+        restored = pickle.loads(pickle.dumps(net))
+        assert restored.dynamics_.sums.device.type == "cpu"
+        np.testing.assert_allclose(restored.predict_td(X[200:260]), td, rtol=1e-5)

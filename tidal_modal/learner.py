@@ -1,0 +1,123 @@
+"""A modAL ActiveLearner that loses nothing when teaching fails and queries exactly once."""
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from modAL.models import ActiveLearner
+from modAL.utils.data import retrieve_rows
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
+
+from .strategies import tidal_entropy
+from .validation import InputData
+
+__all__ = ["TiDALActiveLearner"]
+
+
+class TiDALActiveLearner(ActiveLearner):
+    """modAL's :class:`~modAL.models.ActiveLearner`, with TiDAL entropy as default strategy
+    and a ``teach`` that keeps the labeled data intact when fitting fails.
+
+    modAL's ``teach`` appends the new rows to the training data *before* fitting, so a fit
+    that raises leaves the learner holding data its model was never trained on, and calling
+    ``teach`` again after fixing the labels would add the rows twice. This learner restores
+    its training data when ``teach`` raises. The model itself is untouched by every error
+    that :class:`~tidal_modal.TiDALNetClassifier` foresees (it validates before changing
+    anything); an error in the middle of training (e.g. out of memory) leaves it partly
+    trained.
+
+    Its ``query`` calls the strategy exactly once on either modAL release (modAL 0.4.2 calls
+    a strategy a second time when it raises), and takes a pool held in a torch tensor on
+    modAL 0.4.1 too.
+
+    Parameters
+    ----------
+    estimator : TiDALNetClassifier, Pipeline ending in one, or any estimator
+        As in :class:`modAL.models.ActiveLearner`.
+    query_strategy : callable, default=tidal_entropy
+        As in :class:`modAL.models.ActiveLearner`.
+    *args, **kwargs
+        Passed to :class:`modAL.models.ActiveLearner` (``X_training``, ``y_training``, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> learner = TiDALActiveLearner(net, X_training=X[:20], y_training=y[:20])
+    >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
+    >>> learner.teach(rows, y[20:][idx])
+    >>> len(learner.y_training)
+    25
+    """
+
+    def __init__(
+        self, estimator: BaseEstimator, query_strategy: Callable = tidal_entropy, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(estimator, query_strategy, *args, **kwargs)
+
+    def teach(self, X: ArrayLike, y: ArrayLike, *args: Any, **kwargs: Any) -> None:
+        """Add ``X``, ``y`` to the training data and refit; on an error, restore the data and re-raise.
+
+        Parameters
+        ----------
+        X : array-like
+            The newly labeled rows.
+        y : array-like
+            Their labels.
+        *args, **kwargs
+            As in :meth:`modAL.models.ActiveLearner.teach`.
+        """
+        # modAL builds new arrays when it appends, so keeping the references is a snapshot
+        X_training, y_training = self.X_training, self.y_training
+        try:
+            super().teach(X, y, *args, **kwargs)
+        except BaseException:
+            self.X_training, self.y_training = X_training, y_training
+            raise
+
+    def query(self, X_pool: InputData, *args: Any, return_metrics: bool = False, **kwargs: Any) -> tuple:
+        """Call the query strategy once and return the selected indices and rows.
+
+        As :meth:`modAL.models.ActiveLearner.query` of modAL 0.4.2, with two differences that
+        matter for an expensive strategy: the strategy is called exactly once (modAL 0.4.2
+        calls it a second time when it raises, and reads bare indices of length 2 as
+        ``(index, metrics)``), and a pool held in a torch tensor works on modAL 0.4.1 too.
+
+        Parameters
+        ----------
+        X_pool : array-like, tensor or DataFrame
+            The unlabeled pool.
+        *args, **kwargs
+            Passed to the query strategy (e.g. ``n_instances``).
+        return_metrics : bool, default=False
+            Also return the scores of the selected rows, if the strategy gives them (the TiDAL
+            strategies do with modAL >= 0.4.2).
+
+        Returns
+        -------
+        indices : ndarray of int
+        rows : the selected rows of ``X_pool``
+        metrics : ndarray or None
+            Only if ``return_metrics``.
+        """
+        result = self.query_strategy(self, X_pool, *args, **kwargs)
+        indices, metrics = result if isinstance(result, tuple) else (result, None)
+        if isinstance(X_pool, torch.Tensor):
+            rows = X_pool[torch.as_tensor(indices, device=X_pool.device)]
+        else:
+            rows = retrieve_rows(X_pool, indices)
+        if not return_metrics:
+            return indices, rows
+        if metrics is None:
+            warnings.warn(
+                "The query strategy returns no metrics; metrics is None.", UserWarning, stacklevel=2
+            )
+        return indices, rows, metrics

@@ -1,0 +1,360 @@
+"""Input checks for the net and the query strategies: a clear error before any state changes.
+
+An active-learning loop pays a human for every label, so a bad input must fail at the call
+that received it, with a message that names the problem and the fix, and leave the learner
+as it was. The checks here are cheap enough for a large pool: they read shapes and dtypes,
+and finiteness is tested with scikit-learn's sum-first test, one streaming pass that copies
+nothing (also on a memory-mapped pool).
+"""
+
+from collections.abc import Mapping
+from numbers import Integral
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_array, check_consistent_length, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from skorch.dataset import get_len
+from skorch.utils import is_dataset, to_numpy
+from torch import nn
+from torch.nn.parameter import UninitializedParameter
+from torch.utils.data import Dataset
+
+from .pool import RowSubset, is_sliceable
+
+__all__ = [
+    "InputData",
+    "InvalidParameterError",
+    "Labels",
+    "check_finite_batch",
+    "check_n_outputs",
+    "check_positive_int",
+    "check_predict_input",
+    "check_training_data",
+    "is_fitted",
+    "record_input_shape",
+    "takes_integer_input",
+]
+
+#: Rows the net and the strategies take: arrays (also memory-mapped), lists, DataFrames,
+#: tensors, datasets, or a dict or tuple of those for a module with several inputs.
+InputData: TypeAlias = ArrayLike | torch.Tensor | Dataset | Mapping[str, Any] | tuple
+#: Class indices ``0..C-1``.
+Labels: TypeAlias = ArrayLike | torch.Tensor
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type; a ``TypeError`` and, as in scikit-learn, a ``ValueError``."""
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is a positive integer.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The parameter's name, for the message.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``value`` is not an integer (``bool`` and floats such as ``5.0`` included).
+    ValueError
+        If ``value < 1``.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise InvalidParameterError(
+            f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}."
+        )
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}.")
+    return int(value)
+
+
+def is_fitted(net: Any) -> bool:
+    """Whether ``net`` has a module whose every parameter is materialised (fitted or loaded)."""
+    if not getattr(net, "initialized_", False):
+        return False
+    return not any(isinstance(p, UninitializedParameter) for p in net.module_.parameters())
+
+
+def takes_integer_input(module: nn.Module) -> bool:
+    """Whether integer input to ``module`` are indices (it has an embedding layer), not values."""
+    return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules())
+
+
+def _rows_unknown(X):
+    """Whether the rows of ``X`` cannot be seen without reading it: a Dataset, or several inputs
+    (skorch passes a dict or a tuple of arrays to a module that takes several)."""
+    return is_dataset(X) or isinstance(X, (Mapping, tuple))
+
+
+def _check_X(X, net, input_name, finite=True):
+    """Rows of ``X`` as the net will see them: numeric, at least 2-D, non-empty and finite.
+
+    Datasets, dicts and tuples (several inputs) pass through: their rows are unknown without
+    reading them. Tensors and lazy row subsets are checked in place (a row subset's values are
+    not read: its rows are scored batch by batch, and non-finite scores are refused later);
+    other array-likes (lists, DataFrames, object arrays) go through ``check_array``, which
+    copies only what needs converting.
+    """
+    if _rows_unknown(X):
+        return X
+    if isinstance(X, (torch.Tensor, RowSubset)):
+        if isinstance(X, torch.Tensor) and X.device.type == "meta":
+            raise ValueError(f"{input_name} is a tensor on the 'meta' device, which holds no data.")
+        if len(X.shape) < 2:
+            raise ValueError(
+                f"Expected a 2-D (or higher) {input_name}, got shape {tuple(X.shape)}. Reshape it "
+                "with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for one row."
+            )
+        if len(X) == 0:
+            raise ValueError(f"{input_name} has 0 rows; at least 1 is required.")
+        if isinstance(X, RowSubset) and not isinstance(X.dtype, torch.dtype) and X.dtype.kind not in "biuf":
+            raise ValueError(f"{input_name} has dtype {X.dtype}; convert it to numbers first.")
+        if finite and isinstance(X, torch.Tensor) and X.is_floating_point():
+            if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
+                raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
+        return X
+    # dtype="numeric" keeps float and integer arrays as they are (no copy) and converts object arrays
+    return check_array(
+        X,
+        accept_sparse=True,
+        dtype="numeric",
+        allow_nd=True,
+        ensure_all_finite=finite,
+        estimator=net,
+        input_name=input_name,
+    )
+
+
+def _check_input_shape(net, X, input_name):
+    """Compare the shape of the rows of ``X`` with the training data's (``input_shape_``)."""
+    expected = getattr(net, "input_shape_", None)
+    if expected is None or _rows_unknown(X):
+        return
+    shape = tuple(X.shape[1:])
+    if shape == expected:
+        return
+    name = type(net).__name__
+    if len(shape) == 1 and len(expected) == 1:
+        # scikit-learn's wording, which its estimator checks look for
+        raise ValueError(
+            f"X has {shape[0]} features, but {name} is expecting {expected[0]} features as input."
+        )
+    raise ValueError(
+        f"{input_name} has rows of shape {shape}, but {name} was fitted on rows of shape {expected}; "
+        "the pool must be preprocessed like the training data."
+    )
+
+
+def record_input_shape(net: Any, X: InputData) -> None:
+    """Remember the shape of a row of the training data (``input_shape_``, ``n_features_in_``)."""
+    for attribute in ("input_shape_", "n_features_in_"):
+        if hasattr(net, attribute):
+            delattr(net, attribute)
+    if _rows_unknown(X):
+        return
+    net.input_shape_ = tuple(X.shape[1:])
+    if len(net.input_shape_) == 1:
+        net.n_features_in_ = net.input_shape_[0]
+
+
+def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputData:
+    """Check that ``net`` is fitted and that ``X`` can be scored by it; return ``X`` ready for it.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+    X : array-like, tensor, dict or Dataset
+        Rows to predict on.
+    input_name : str, default="X"
+        How the messages call ``X``.
+
+    Returns
+    -------
+    X : the input, converted only where needed (lists, DataFrames, object arrays)
+
+    Raises
+    ------
+    NotFittedError
+        If the net was never fitted (skorch's ``NotInitializedError`` if not even initialised).
+    ValueError, TypeError
+        If ``X`` is 1-D, empty, non-numeric, not finite, or its rows differ in shape from the
+        training data's.
+    """
+    net.check_is_fitted()
+    if not is_fitted(net):
+        raise NotFittedError(
+            f"This {type(net).__name__} is initialized but not fitted: the TD head has no weights yet. "
+            "Call fit (or load_params) before predicting."
+        )
+    # rows read by slicing are checked for NaN batch by batch as they are scored (check_finite_batch):
+    # a second pass over a large (memory-mapped) pool would cost as much as reading it again
+    X = _check_X(X, net, input_name, finite=not is_sliceable(X))
+    _check_input_shape(net, X, input_name)
+    return X
+
+
+def check_finite_batch(batch: np.ndarray | torch.Tensor, input_name: str = "X") -> None:
+    """Refuse a batch of rows that holds NaN or infinity.
+
+    The sum is tested first (as scikit-learn does): one cheap pass over a batch that is in cache
+    anyway; only a non-finite sum (NaN, inf, or an overflow) leads to the element-wise test.
+
+    Raises
+    ------
+    ValueError
+        If a value of the batch is not finite.
+    """
+    if isinstance(batch, torch.Tensor):
+        floating, isfinite = batch.is_floating_point(), torch.isfinite
+    else:
+        floating, isfinite = batch.dtype.kind == "f", np.isfinite
+    if floating and not isfinite(batch.sum()) and not isfinite(batch).all():
+        raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
+
+
+def _declared_classes(net):
+    if net.classes is None or not len(net.classes):
+        return None
+    classes = np.asarray(net.classes)
+    if not np.issubdtype(classes.dtype, np.integer) or not np.array_equal(classes, np.arange(len(classes))):
+        raise ValueError(
+            f"classes={net.classes!r} must be the class indices 0..C-1 (the columns of the module's "
+            "output). Encode other labels with sklearn.preprocessing.LabelEncoder."
+        )
+    if len(classes) < 2:
+        raise ValueError(f"classes={net.classes!r} declares fewer than 2 classes.")
+    return classes
+
+
+def _n_outputs(net):
+    """Number of logits of a fitted module (the TD head is as wide), else ``None``."""
+    if not is_fitted(net) or net.module_.td_head is None:
+        return None
+    return net.module_.td_head.weight.shape[0]
+
+
+def check_n_outputs(net: Any, classes: ArrayLike) -> None:
+    """Check that a fitted module outputs one logit per class.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+        Nothing is checked unless its module is fitted (its width is then known).
+    classes : array-like
+        The classes the net knows.
+
+    Raises
+    ------
+    ValueError
+        If the widths differ, with the fix (declare ``classes=`` or change the module).
+    """
+    n_outputs = _n_outputs(net)
+    classes = np.asarray(classes)
+    if n_outputs is not None and n_outputs != len(classes):
+        raise ValueError(
+            f"The module outputs {n_outputs} logits, but the net knows {len(classes)} classes "
+            f"{classes.tolist()}. Give the module one output per class; if the labeled data does not "
+            f"contain every class yet, declare them all up front: classes=list(range({n_outputs}))."
+        )
+
+
+def _check_labels(net, y, n_samples, reset):
+    """``y`` as int64 class indices, and the classes the net will know after this fit."""
+    y = to_numpy(y) if isinstance(y, torch.Tensor) else y
+    y = column_or_1d(np.asarray(y), warn=True)
+    check_consistent_length(np.empty(n_samples), y)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            f"y must hold integer class indices 0..C-1, got labels of dtype {y.dtype} "
+            f"(e.g. {np.unique(y)[:3].tolist()}). Encode them with sklearn.preprocessing.LabelEncoder."
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity; every row needs a label.")
+    check_classification_targets(y)  # rejects continuous and multi-output targets
+    y = y.astype(np.int64, copy=False)
+    labels = np.unique(y)
+
+    declared = _declared_classes(net)
+    known = None if reset or not hasattr(net, "classes_inferred_") else np.asarray(net.classes_inferred_)
+    if declared is not None:
+        classes, source = declared, "the declared classes"
+    elif known is not None:
+        classes, source = known, "the classes the net was fitted on (warm start)"
+    else:
+        if len(labels) < 2:
+            raise ValueError(
+                f"y contains a single class ({labels[0]}): a classifier needs at least 2. Label "
+                "samples of another class, or declare all classes up front with classes=[...]."
+            )
+        if not np.array_equal(labels, np.arange(len(labels))):
+            raise ValueError(
+                f"y must hold class indices 0..C-1 without gaps, got the labels {labels.tolist()}. If "
+                "some classes have no labeled sample yet, declare them all up front with "
+                "classes=list(range(C)); encode other labels with sklearn.preprocessing.LabelEncoder."
+            )
+        classes, source = labels, None
+    new = np.setdiff1d(labels, classes)
+    if len(new):
+        hint = (
+            "Declare every class up front with classes=list(range(C)) (C = the module's outputs), "
+            "or refit from scratch with warm_start=False."
+            if declared is None
+            else "Fix the labels, or declare more classes (the module needs one output per class)."
+        )
+        raise ValueError(
+            f"y contains the class(es) {new.tolist()}, which are not among {source} {classes.tolist()}. "
+            + hint
+        )
+    check_n_outputs(net, classes)  # a fitted module's width is known: refuse before skorch re-initialises it
+    return y, classes
+
+
+def check_training_data(
+    net: Any, X: InputData, y: Labels | None, *, reset: bool
+) -> tuple[InputData, np.ndarray | None, np.ndarray | None]:
+    """Validate training data before ``fit`` / ``partial_fit`` change anything.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+    X : array-like, tensor, dict or Dataset
+    y : array-like, tensor or None
+        Class indices ``0..C-1``; may be ``None`` only if ``X`` is a Dataset.
+    reset : bool
+        Whether this fit starts from a freshly initialised module (else it continues training).
+
+    Returns
+    -------
+    X : the input, converted only where needed (lists, DataFrames, object arrays)
+    y : ndarray of int64 or None
+    classes : ndarray or None
+        The classes the net knows after this fit (``None`` when ``y`` is inside a Dataset).
+        Unless declared with ``classes=``, they are the labels of a fresh fit, and they stay
+        fixed while the net is warm-started, so that a class first seen later is an error.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On bad shapes, non-numeric or non-finite values, or labels that the module cannot take.
+    """
+    X = _check_X(X, net, "X")
+    if not reset:
+        _check_input_shape(net, X, "X")
+    if y is None:
+        if not is_dataset(X):
+            raise ValueError("y is required: pass the labels, or a Dataset that yields (X, y) as X.")
+        return X, None, None
+    y, classes = _check_labels(net, y, get_len(X), reset)
+    return X, y, classes
