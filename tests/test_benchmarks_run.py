@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_benchmarks_datasets import write_batch
 
 from benchmarks import run
 from benchmarks.baselines import STRATEGIES
+
+from .test_benchmarks_datasets import write_batch
 
 
 def test_help_lists_the_options(capsys):
