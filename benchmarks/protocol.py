@@ -99,6 +99,8 @@ def make_net(config, dataset, device="cpu", callbacks=None):
         lr=config.lr,
         optimizer=torch.optim.Adam,
         warm_start=config.warm_start,
+        # early labeled sets can miss classes (always so on a long tail); the net must know them all
+        classes=list(range(dataset.n_classes)),
         device=device,
         callbacks=callbacks,
         verbose=0,

@@ -131,6 +131,11 @@ def parse_args(argv=None):
     return args
 
 
+def config_from_args(args):
+    """The :class:`~benchmarks.protocol.ALConfig` of parsed arguments."""
+    return ALConfig(**{f.name: getattr(args, f.name) for f in fields(ALConfig)})
+
+
 def _check_config(out_dir, config):
     """Refuse to mix results of different configurations in one directory."""
     path = out_dir / "config.json"
@@ -160,7 +165,7 @@ def main(argv=None):
     """Run every (strategy, seed) not yet in the output directory, then write the summary and plots."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = ALConfig(**{f.name: getattr(args, f.name) for f in fields(ALConfig)})
+    config = config_from_args(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     _check_config(args.out_dir, config)

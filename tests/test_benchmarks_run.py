@@ -91,3 +91,16 @@ def test_cifar_resnet_end_to_end(tmp_path):
               "--out-dir", str(out)])  # fmt: skip
     curves = pd.read_csv(out / "curves.csv")
     assert len(curves) == 4 and set(curves.n_labeled) == {10, 14}
+
+
+@pytest.mark.parametrize(
+    "preset", ["digits", "digits-ir10", "digits-ir100", "mnist5k", "mnist5k-ir10", "mnist5k-ir100"]
+)
+def test_presets_match_their_committed_results(preset):
+    """``--preset NAME`` must resume, not contradict, benchmarks/results/NAME (README quotes it)."""
+    args = run.parse_args(["--preset", preset])
+    config = run.config_from_args(args)
+    committed = json.loads((run.RESULTS / preset / "config.json").read_text())
+    assert config.to_dict() == committed
+    seeds = set(pd.read_csv(run.RESULTS / preset / "curves.csv").seed)
+    assert seeds == set(args.seeds)
