@@ -91,7 +91,6 @@ def make_net(config, dataset, device="cpu", callbacks=None):
     """An unfitted :class:`~tidal_modal.TiDALNetClassifier` with the benchmark's backbone."""
     return TiDALNetClassifier(
         **backbone_params(config.backbone, dataset.image_shape, dataset.n_classes, config.dropout),
-        classes=list(range(dataset.n_classes)),  # a small (long-tailed) start misses classes
         td_weight=config.td_weight,
         td_hidden=config.td_hidden,
         max_epochs=config.epochs,
