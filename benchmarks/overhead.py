@@ -36,61 +36,29 @@ from tqdm import tqdm
 from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import select_top_k
 
+from .backbones import MLP, SmallCNN
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"fit": 1.10, "query_vs_entropy_sampling": 1.05, "query_vs_bare_forward": 1.15}
 N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
 
 
-class MLP(nn.Module):
-    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES, widths=(512, 256)):
-        super().__init__()
-        layers, width = [], n_features
-        for hidden in widths:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.body = nn.Sequential(*layers)
-        self.out = nn.Linear(width, n_classes)
-
-    def forward(self, x):
-        return self.out(self.body(x))
-
-
-class SmallCNN(nn.Module):
-    def __init__(self, n_classes=N_CLASSES):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, 128),
-            nn.ReLU(),
-        )
-        self.out = nn.Linear(128, n_classes)
-
-    def forward(self, x):
-        return self.out(self.body(x))
-
-
-class WideMLP(MLP):
-    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES):
-        super().__init__(n_features, n_classes, widths=(2048, 1024))
-
-
-# the TD head's cost is fixed, so its share shrinks as the backbone grows
+# The benchmarks' own backbones (flat rows in; the CNN reshapes them to 1x28x28 images).
+# The TD head's cost is fixed, so its share shrinks as the backbone grows.
 BACKBONES = {
-    "mlp": (MLP, (N_FEATURES,)),
-    "mlp-wide": (WideMLP, (N_FEATURES,)),
-    "cnn": (SmallCNN, (1, 28, 28)),
+    "mlp": (MLP, {"n_features": N_FEATURES, "n_classes": N_CLASSES}),
+    "mlp-wide": (MLP, {"n_features": N_FEATURES, "n_classes": N_CLASSES, "hidden": 1024}),
+    "cnn": (SmallCNN, {"image_shape": (1, 28, 28), "n_classes": N_CLASSES}),
 }
 
 
-def net_params(epochs):
-    # plain skorch gets TiDAL's defaults, so that only the TD head and its bookkeeping differ
+def net_params(name, epochs):
+    """The skorch parameters of both nets; plain skorch gets TiDAL's defaults, so that only the
+    TD head and its bookkeeping differ."""
+    module, module_params = BACKBONES[name]
     return dict(
+        module=module,
+        **{f"module__{key}": value for key, value in module_params.items()},
         criterion=nn.CrossEntropyLoss,
         train_split=None,
         iterator_train__shuffle=True,
@@ -107,9 +75,9 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - start
 
 
-def random_data(shape, n, seed):
+def random_data(n, seed):
     rng = np.random.RandomState(seed)
-    return rng.randn(n, *shape).astype(np.float32), rng.randint(0, N_CLASSES, n)
+    return rng.randn(n, N_FEATURES).astype(np.float32), rng.randint(0, N_CLASSES, n)
 
 
 def median_ratio(numerator, denominator):
@@ -144,15 +112,14 @@ def head_share(net, X, repeats):
 
 
 def measure_fit(name, repeats, n_train, epochs, td_hidden=128):
-    module, shape = BACKBONES[name]
-    X, y = random_data(shape, n_train, seed=0)
+    X, y = random_data(n_train, seed=0)
     plain, tidal = [], []
     for _ in range(repeats):
         torch.manual_seed(0)
-        plain_net = NeuralNetClassifier(module, **net_params(epochs))
+        plain_net = NeuralNetClassifier(**net_params(name, epochs))
         plain.append(timed(plain_net.fit, X, y))
         torch.manual_seed(0)
-        net = TiDALNetClassifier(module, td_hidden=td_hidden, **net_params(epochs))
+        net = TiDALNetClassifier(td_hidden=td_hidden, **net_params(name, epochs))
         tidal.append(timed(net.fit, X, y))
     return {
         "backbone": name,
@@ -174,11 +141,10 @@ def bare_forward(backbone, pool):
 
 
 def measure_query(name, repeats, n_pool):
-    module, shape = BACKBONES[name]
-    X, y = random_data(shape, 2000, seed=0)
+    X, y = random_data(2000, seed=0)
     torch.manual_seed(0)
-    net = TiDALNetClassifier(module, **net_params(epochs=1)).fit(X, y)
-    pool, _ = random_data(shape, n_pool, seed=1)
+    net = TiDALNetClassifier(**net_params(name, epochs=1)).fit(X, y)
+    pool, _ = random_data(n_pool, seed=1)
     runs = {
         "bare_forward": lambda: bare_forward(net.module_.backbone, pool),
         "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
@@ -235,8 +201,8 @@ class PeakSampler(threading.Thread):
 def score_memmap_worker(path, pool_subset):
     """Score the memmap at ``path`` once; print time and peak anonymous-memory growth as JSON."""
     torch.manual_seed(0)
-    X, y = random_data((N_FEATURES,), 512, seed=0)
-    net = TiDALNetClassifier(MLP, **net_params(epochs=1)).fit(X, y)
+    X, y = random_data(512, seed=0)
+    net = TiDALNetClassifier(**net_params("mlp", epochs=1)).fit(X, y)
     pool = np.load(path, mmap_mode="r")
     tidal_entropy(net, pool[:BATCH_SIZE], 1)  # warm up outside the measurement
     baseline = rss_anon_kib()
@@ -348,7 +314,7 @@ def markdown(results):
         f"Top-{s['k']} of {s['n']:,} scores: partial selection {s['top_k_s'] * 1e3:.1f} ms, "
         f"full sort {s['full_sort_s'] * 1e3:.1f} ms.",
         "",
-        "## Scaling: tidal_entropy on a memory-mapped pool (784 float32 features, MLP)",
+        "## Scaling: tidal_entropy on a memory-mapped pool (784 float32 features, the mlp)",
         "",
         "| rows | pool_subset | pool MiB | seconds | rows/s | peak memory growth MiB "
         "| bytes per scored row |",
