@@ -182,7 +182,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self : TiDALNetClassifier
         """
         X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
-        return super().fit(X, y, **fit_params)
+        # skorch's fit calls partial_fit, which need not read the values of X a second time
+        return super().fit(X, y, _X_checked=True, **fit_params)
 
     def partial_fit(
         self, X: InputData, y: Labels | None = None, classes: ArrayLike | None = None, **fit_params: Any
@@ -193,7 +194,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         recorded by a fit covers exactly that fit's epochs. The data are validated first, as
         in :meth:`fit`; a label outside the net's classes is an error.
         """
-        X, y, net_classes = check_training_data(self, X, y, reset=not is_fitted(self))
+        X_checked = fit_params.pop("_X_checked", False)
+        X, y, net_classes = check_training_data(self, X, y, reset=not is_fitted(self), check_X=not X_checked)
         if not self.initialized_:
             self.initialize()
         if net_classes is not None:

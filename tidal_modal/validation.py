@@ -322,7 +322,7 @@ def _check_labels(net, y, n_samples, reset):
 
 
 def check_training_data(
-    net: Any, X: InputData, y: Labels | None, *, reset: bool
+    net: Any, X: InputData, y: Labels | None, *, reset: bool, check_X: bool = True
 ) -> tuple[InputData, np.ndarray | None, np.ndarray | None]:
     """Validate training data before ``fit`` / ``partial_fit`` change anything.
 
@@ -334,6 +334,9 @@ def check_training_data(
         Class indices ``0..C-1``; may be ``None`` only if ``X`` is a Dataset.
     reset : bool
         Whether this fit starts from a freshly initialised module (else it continues training).
+    check_X : bool, default=True
+        ``False`` when this very ``X`` has just been checked (``fit`` before ``partial_fit``):
+        its values are not read again.
 
     Returns
     -------
@@ -349,7 +352,8 @@ def check_training_data(
     ValueError, TypeError
         On bad shapes, non-numeric or non-finite values, or labels that the module cannot take.
     """
-    X = _check_X(X, net, "X")
+    if check_X:
+        X = _check_X(X, net, "X")
     if not reset:
         _check_input_shape(net, X, "X")
     if y is None:
