@@ -11,7 +11,6 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset, Subset
 
 from .callbacks import EpochTDLoss
@@ -151,7 +150,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def _materialize_lazy_parameters(self, X, y):
         """Infer the TD head's (and any lazy layer's) shapes from one batch, then rebuild the optimizer."""
-        if not any(isinstance(p, UninitializedParameter) for p in self.module_.parameters()):
+        if is_fitted(self):
             return
         batch = next(iter(self.get_iterator(self.get_dataset(X, y), training=False)))
         Xi, _ = unpack_data(batch)
