@@ -108,6 +108,8 @@ class TiDALModule(nn.Module):
     def __init__(self, backbone, td_layers=None, td_hidden=128):
         super().__init__()
         self.backbone = backbone
+        # integer input to an embedding are indices, not values to cast (decided once, not per batch)
+        self.embeds_input = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in backbone.modules())
         if td_layers is None:
             self.td_layers = None
             default = last_linear_name(backbone)

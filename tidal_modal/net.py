@@ -26,7 +26,6 @@ from .validation import (
     check_training_data,
     is_fitted,
     record_input_shape,
-    takes_integer_input,
 )
 
 __all__ = ["TiDALNetClassifier"]
@@ -239,7 +238,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
         and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
-        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not takes_integer_input(self.module_)):
+        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not self.module_.embeds_input):
             dtype = next(self.module_.parameters()).dtype
             if x.dtype != dtype:
                 x = x.to(dtype)

@@ -19,7 +19,6 @@ from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from skorch.dataset import get_len
 from skorch.utils import is_dataset, to_numpy
-from torch import nn
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
@@ -36,7 +35,6 @@ __all__ = [
     "check_training_data",
     "is_fitted",
     "record_input_shape",
-    "takes_integer_input",
 ]
 
 #: Rows the net and the strategies take: arrays (also memory-mapped), lists, DataFrames,
@@ -85,11 +83,6 @@ def is_fitted(net: Any) -> bool:
     if not getattr(net, "initialized_", False):
         return False
     return not any(isinstance(p, UninitializedParameter) for p in net.module_.parameters())
-
-
-def takes_integer_input(module: nn.Module) -> bool:
-    """Whether integer input to ``module`` are indices (it has an embedding layer), not values."""
-    return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules())
 
 
 def _rows_unknown(X):
