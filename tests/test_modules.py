@@ -85,3 +85,13 @@ class TestTiDALModule:
         backbone = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(1))
         with pytest.raises(ValueError, match="no nn.Linear.*td_layers"):
             TiDALModule(backbone)(torch.randn(2, 1, 3, 3))
+
+    def test_input_dtype_follows_casts_and_moves(self):
+        module = TiDALModule(MLP(n_features=4, n_classes=3, hidden=8))
+        assert module.input_dtype == torch.float32
+        module.double()
+        assert module.input_dtype == torch.float64
+        module.to(torch.float32)
+        assert module.input_dtype == torch.float32
+        restored = pickle.loads(pickle.dumps(module.double()))
+        assert restored.input_dtype == torch.float64

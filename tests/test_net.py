@@ -9,6 +9,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 from tidal_modal import TiDALNetClassifier
+from tidal_modal.net import softmax_rows_
 
 from .models import MLP, OwnHead, SmallCNN
 
@@ -180,6 +181,23 @@ class TestPrediction:
     def test_float64_input_is_cast(self, fitted, digits):
         X, _ = digits
         np.testing.assert_allclose(fitted.predict_td(X[:5].astype(np.float64)), fitted.predict_td(X[:5]))
+
+    def test_module_cast_after_fit_casts_the_input(self, fitted, digits):
+        X, _ = digits
+        net = pickle.loads(pickle.dumps(fitted))
+        net.module_.double()
+        td = net.predict_td(X[:5])  # float32 rows into a float64 module
+        assert td.dtype == np.float64
+        np.testing.assert_allclose(td, fitted.predict_td(X[:5]), rtol=1e-5)
+
+    def test_softmax_rows_matches_torch_without_overflow(self):
+        logits = np.random.RandomState(0).randn(50, 7).astype(np.float32) * 30
+        logits[0] = [1e30, 0, 0, 0, 0, 0, -1e30]  # exp would overflow without the max shift
+        expected = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        out = softmax_rows_(logits)
+        assert out is logits  # in place
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(out[0], [1, 0, 0, 0, 0, 0, 0])
 
     def test_pickle_round_trip(self, fitted, digits):
         X, _ = digits

@@ -130,6 +130,22 @@ class TiDALModule(nn.Module):
         self.default_td_layer = default
         self.td_head = TDHead(n_branches, td_hidden)
         self.register_load_state_dict_pre_hook(_drop_unused_head_on_load)
+        self._input_dtype = None
+
+    @property
+    def input_dtype(self):
+        """dtype of the module's first parameter, which input values are cast to.
+
+        Cached: walking the module tree for it on every batch costs more than a small layer.
+        Casts and moves (``.double()``, ``.to(...)``) all go through ``_apply``, which resets it.
+        """
+        if getattr(self, "_input_dtype", None) is None:
+            self._input_dtype = next(self.parameters()).dtype
+        return self._input_dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        self._input_dtype = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _register_hooks(self, features):
         if self.td_layers is None:

@@ -7,6 +7,7 @@ and finiteness is tested with scikit-learn's sum-first test, one streaming pass 
 nothing (also on a memory-mapped pool).
 """
 
+import math
 from collections.abc import Mapping
 from numbers import Integral
 from typing import Any, TypeAlias
@@ -213,7 +214,7 @@ def check_finite_batch(batch: np.ndarray | torch.Tensor, input_name: str = "X") 
         floating, isfinite = batch.is_floating_point(), torch.isfinite
     else:
         floating, isfinite = batch.dtype.kind == "f", np.isfinite
-    if floating and not isfinite(batch.sum()) and not isfinite(batch).all():
+    if floating and not math.isfinite(batch.sum()) and not isfinite(batch).all():
         raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
 
 
