@@ -2,6 +2,12 @@
 
 import json
 
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+from torch.nn import functional as F
+
 from benchmarks import overhead
 
 
@@ -13,9 +19,27 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     )  # fmt: skip
     assert {r["backbone"] for r in results["fit"]} == {"mlp", "mlp-wide", "cnn"}
     assert all(r["ratio"] > 0 and 0 < r["head_share"] for r in results["fit"])
-    assert all(r["tidal_entropy_vs_bare_forward"] > 0 for r in results["query"])
+    for r in results["fit"]:
+        assert r["ratio"] == pytest.approx(r["head_floor_ratio"] * r["tidal_vs_head_floor"])
+    assert all(r["tidal_entropy_vs_bare_forward_with_head"] > 0 for r in results["query"])
     assert [(r["n"], r["pool_subset"]) for r in results["scaling"]] == [(2000, None), (2000, 500)]
     assert all(r["seconds"] > 0 for r in results["scaling"])
     assert json.loads((out / "overhead.json").read_text())["fit"] == results["fit"]
     assert "## Scaling" in (out / "overhead.md").read_text()
     assert (out / "scaling.png").stat().st_size > 0
+
+
+def test_head_floor_trains_backbone_and_head_on_ce_plus_kl_to_uniform():
+    X, y = overhead.random_data(64, seed=0)
+    torch.manual_seed(0)
+    net = NeuralNetClassifier(**overhead.head_floor_params("mlp", epochs=1, td_hidden=8)).initialize()
+    head = net.module_.tidal.td_head
+    before = [p.detach().clone() for p in head.parameters()]
+    net.partial_fit(X, y)
+    assert all(not torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
+
+    logits, td_logits = torch.randn(4, 10), torch.randn(4, 10)
+    target = torch.as_tensor(np.array([0, 3, 9, 1]))
+    kl = (np.log(0.1) - F.log_softmax(td_logits, dim=1)).mean(dim=1).mean()  # KL(uniform || q)
+    expected = F.cross_entropy(logits, target) + kl
+    assert overhead.HeadLoss()((logits, td_logits), target).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -160,10 +160,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return self
 
     def _materialize_lazy_parameters(self, X, y):
-        """Infer the TD head's (and any lazy layer's) shapes from one batch, then rebuild the optimizer."""
+        """Infer the TD head's (and any lazy layer's) shapes from two rows, then rebuild the optimizer."""
         if is_fitted(self):
             return
-        batch = next(iter(self.get_iterator(self.get_dataset(X, y), training=False)))
+        dataset = self.get_dataset(X, y)
+        # two rows, not a whole batch: a module that squeezes its batch dimension still works
+        batch = next(iter(self.get_iterator(Subset(dataset, range(min(2, len(dataset)))), training=False)))
         Xi, _ = unpack_data(batch)
         self._set_training(False)  # a dry pass must not move batch-norm statistics
         with torch.no_grad():
