@@ -49,13 +49,20 @@ TARGETS = {"fit": 1.10, "query_vs_entropy_sampling": 1.05, "query_vs_bare_forwar
 N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
 
 
-# The benchmarks' own backbones (flat rows in; the CNN reshapes them to 1x28x28 images).
-# The TD head's cost is fixed, so its share shrinks as the backbone grows.
+# The benchmarks' own backbones (flat rows in; the CNN reshapes them to 1x28x28 images), and
+# the MLP at growing widths: the TD head's cost grows with the width of the features it reads,
+# the backbone's with its square, so the head's share falls as the MLP widens.
 BACKBONES = {
     "mlp": (MLP, {"n_features": N_FEATURES, "n_classes": N_CLASSES}),
-    "mlp-wide": (MLP, {"n_features": N_FEATURES, "n_classes": N_CLASSES, "hidden": 1024}),
+    **{
+        f"mlp-{width}": (MLP, {"n_features": N_FEATURES, "n_classes": N_CLASSES, "hidden": width})
+        for width in (512, 1024, 2048)
+    },
     "cnn": (SmallCNN, {"image_shape": (1, 28, 28), "n_classes": N_CLASSES}),
 }
+# (backbone, td_hidden) pairs of the fit measurement: the paper's head width on every backbone,
+# and a narrower head next to the small MLP
+FIT_RUNS = [("mlp", 128), ("mlp", 32), ("mlp-512", 128), ("mlp-1024", 128), ("mlp-2048", 128), ("cnn", 128)]
 
 
 def net_params(name, epochs):
@@ -429,7 +436,7 @@ def main(argv=None):
     if args.worker:
         return score_memmap_worker(args.worker, args.worker_subset)
 
-    steps = tqdm(total=2 * len(BACKBONES) + 3, desc="overhead")
+    steps = tqdm(total=len(FIT_RUNS) + len(BACKBONES) + 2, desc="overhead")
     results = {"repeats": args.repeats, "arguments": " ".join(argv if argv is not None else sys.argv[1:])}
     results["environment"] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
@@ -437,8 +444,7 @@ def main(argv=None):
         "threads": args.threads,
     }
     results["fit"] = []
-    # the paper's head width, and a narrower head, which costs less next to a small MLP
-    for name, td_hidden in [("mlp", 128), ("mlp", 32), ("mlp-wide", 128), ("cnn", 128)]:
+    for name, td_hidden in FIT_RUNS:
         results["fit"].append(measure_fit(name, args.repeats, args.n_train, args.epochs, td_hidden))
         steps.update()
     results["query"] = []

@@ -17,7 +17,8 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
         ["--repeats", "1", "--n-train", "64", "--epochs", "1", "--n-pool", "256",
          "--sizes", "2000", "--subset", "500", "--output-dir", str(out)]
     )  # fmt: skip
-    assert {r["backbone"] for r in results["fit"]} == {"mlp", "mlp-wide", "cnn"}
+    assert [(r["backbone"], r["td_hidden"]) for r in results["fit"]] == overhead.FIT_RUNS
+    assert [r["backbone"] for r in results["query"]] == list(overhead.BACKBONES)
     assert all(r["ratio"] > 0 and 0 < r["head_share"] for r in results["fit"])
     for r in results["fit"]:
         assert r["ratio"] == pytest.approx(r["head_floor_ratio"] * r["tidal_vs_head_floor"])
