@@ -1,6 +1,7 @@
 """What TiDAL costs over plain training and plain scoring, and how pool scoring scales.
 
-Measures, side by side in one run (medians over ``--repeats``, the two sides interleaved):
+Measures, side by side in one run (in each of ``--repeats`` repeats every side runs once, in a
+shuffled order, with the garbage collector off; a ratio is the median of its per-repeat ratios):
 
 - training: ``TiDALNetClassifier.fit`` / skorch ``NeuralNetClassifier.fit``, same backbone,
   data, epochs and batch size (an MLP on vectors, a small CNN on 28x28 images). In between, the
@@ -20,6 +21,7 @@ Writes ``overhead.json``, ``overhead.md`` and ``scaling.png`` under ``--output-d
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -120,9 +123,31 @@ def head_floor_params(name, epochs, td_hidden):
 
 
 def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
+    """Seconds one call takes, with the garbage collector off (as ``timeit`` does)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fn(*args, **kwargs)
+        return time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def interleaved(runs, repeats, seed=0):
+    """Time every run of ``runs`` (name -> callable) once per repeat, in a shuffled order.
+
+    Interleaving spreads slow drifts of the machine over all runs alike, and shuffling keeps
+    any one run from always following another (whose caches or allocations it would inherit).
+    """
+    rng = np.random.RandomState(seed)
+    names = list(runs)
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for i in rng.permutation(len(names)):
+            times[names[i]].append(timed(runs[names[i]]))
+    return times
 
 
 def random_data(n, seed):
@@ -131,7 +156,9 @@ def random_data(n, seed):
 
 
 def median_ratio(numerator, denominator):
-    return float(np.median(numerator) / np.median(denominator))
+    """Median over repeats of the ratio within each repeat: the two sides of a ratio ran minutes
+    apart at most, so a machine that slows down for a while slows both."""
+    return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
 
 
 def head_share(net, X, repeats):
@@ -154,24 +181,26 @@ def head_share(net, X, repeats):
     def head_step():
         wrapper.td_head([feature], N_CLASSES).sum().backward()
 
-    times = {backbone_step: [], head_step: []}
-    for _ in range(20 * repeats):
-        for step, record in times.items():
-            record.append(timed(step))
-    return median_ratio(times[head_step], times[backbone_step])
+    times = interleaved({"backbone": backbone_step, "head": head_step}, 20 * repeats)
+    return median_ratio(times["head"], times["backbone"])
 
 
 def measure_fit(name, repeats, n_train, epochs, td_hidden=128):
     X, y = random_data(n_train, seed=0)
-    plain, floor, tidal = [], [], []
-    for _ in range(repeats):
+    nets = {
+        "plain": lambda: NeuralNetClassifier(**net_params(name, epochs)),
+        "floor": lambda: NeuralNetClassifier(**head_floor_params(name, epochs, td_hidden)),
+        "tidal": lambda: TiDALNetClassifier(td_hidden=td_hidden, **net_params(name, epochs)),
+    }
+    fitted = {}
+
+    def fit(key):
         torch.manual_seed(0)
-        plain.append(timed(NeuralNetClassifier(**net_params(name, epochs)).fit, X, y))
-        torch.manual_seed(0)
-        floor.append(timed(NeuralNetClassifier(**head_floor_params(name, epochs, td_hidden)).fit, X, y))
-        torch.manual_seed(0)
-        net = TiDALNetClassifier(td_hidden=td_hidden, **net_params(name, epochs))
-        tidal.append(timed(net.fit, X, y))
+        fitted[key] = nets[key]().fit(X, y)
+
+    times = interleaved({key: partial(fit, key) for key in nets}, repeats)
+    plain, floor, tidal = times["plain"], times["floor"], times["tidal"]
+    net = fitted["tidal"]
     return {
         "backbone": name,
         "td_hidden": td_hidden,
@@ -206,10 +235,7 @@ def measure_query(name, repeats, n_pool):
         "tidal_margin": lambda: tidal_margin(net, pool, 100),
         "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
     }
-    times = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            times[key].append(timed(run))
+    times = interleaved(runs, repeats)
     result = {"backbone": name, "n_pool": n_pool, "batch_size": BATCH_SIZE}
     result.update({f"{key}_s": float(np.median(t)) for key, t in times.items()})
     for strategy in ("tidal_entropy", "tidal_margin"):
@@ -332,12 +358,13 @@ def markdown(results):
         "",
         f"`python -m benchmarks.overhead {results['arguments']}` on {env['machine']}; "
         f"torch {env['torch']}, {env['threads']} thread(s). "
-        f"Medians of {results['repeats']} interleaved repeats.",
+        f"Times are medians of {results['repeats']} repeats, ratios medians of per-repeat ratios; "
+        "in each repeat every side runs once, in a shuffled order.",
         "",
         "## Training: TiDALNetClassifier.fit / NeuralNetClassifier.fit",
         "",
         "*head floor*: plain skorch training the backbone with the TD head and the KL term (to a "
-        "constant target), recording no training dynamics. ratio = head floor / plain x TiDAL / "
+        "constant target), recording no training dynamics. ratio ~ head floor / plain x TiDAL / "
         "head floor: the head's own cost times our bookkeeping's.",
         "",
         "| backbone | td_hidden | rows | epochs | plain s | head floor s | TiDAL s | ratio (TiDAL / plain) "
