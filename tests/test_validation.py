@@ -18,7 +18,7 @@ from torch import nn
 
 from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
-from tidal_modal.validation import check_predict_input
+from tidal_modal.validation import check_finite_batch, check_predict_input
 
 
 class MLP(nn.Module):
@@ -315,6 +315,23 @@ class TestPredictInput:
         finally:
             tracemalloc.stop()
         assert peak < 200_000
+
+
+class TestFiniteBatch:
+    def test_a_sum_that_overflows_is_not_taken_for_infinity(self):
+        big = torch.full((4, 3), torch.finfo(torch.float32).max)
+        assert not torch.isfinite(big.sum())
+        check_finite_batch(big)  # every value is finite
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+    def test_nan_and_infinity_are_refused(self, bad):
+        batch = torch.zeros(4, 3)
+        batch[2, 1] = bad
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            check_finite_batch(batch)
+
+    def test_integer_batches_are_not_checked(self):
+        check_finite_batch(torch.arange(6).reshape(2, 3))
 
 
 class TestQueryInput:

@@ -139,7 +139,7 @@ class TiDALModule(nn.Module):
         Cached: walking the module tree for it on every batch costs more than a small layer.
         Casts and moves (``.double()``, ``.to(...)``) all go through ``_apply``, which resets it.
         """
-        if getattr(self, "_input_dtype", None) is None:
+        if getattr(self, "_input_dtype", None) is None:  # also modules pickled before the cache
             self._input_dtype = next(self.parameters()).dtype
         return self._input_dtype
 

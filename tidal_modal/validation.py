@@ -199,8 +199,8 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputD
     return X
 
 
-def check_finite_batch(batch: np.ndarray | torch.Tensor, input_name: str = "X") -> None:
-    """Refuse a batch of rows that holds NaN or infinity.
+def check_finite_batch(batch: torch.Tensor, input_name: str = "X") -> None:
+    """Refuse a batch of rows (a tensor, as the net reads it) that holds NaN or infinity.
 
     The sum is tested first (as scikit-learn does): one cheap pass over a batch that is in cache
     anyway; only a non-finite sum (NaN, inf, or an overflow) leads to the element-wise test.
@@ -210,11 +210,7 @@ def check_finite_batch(batch: np.ndarray | torch.Tensor, input_name: str = "X") 
     ValueError
         If a value of the batch is not finite.
     """
-    if isinstance(batch, torch.Tensor):
-        floating, isfinite = batch.is_floating_point(), torch.isfinite
-    else:
-        floating, isfinite = batch.dtype.kind == "f", np.isfinite
-    if floating and not math.isfinite(batch.sum()) and not isfinite(batch).all():
+    if batch.is_floating_point() and not math.isfinite(batch.sum()) and not torch.isfinite(batch).all():
         raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
 
 
