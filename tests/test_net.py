@@ -7,8 +7,10 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
+from torch.utils.data import default_collate
 
 from tidal_modal import TiDALNetClassifier
+from tidal_modal.dynamics import collate_rows
 from tidal_modal.net import softmax_rows_
 
 from .models import MLP, OwnHead, SmallCNN
@@ -161,6 +163,66 @@ class TestTrainingDynamics:
         assert len(net.history[:, "train_td_loss"]) == 5
 
 
+def same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.module_.parameters(), b.module_.parameters(), strict=True))
+
+
+class TestBatchLoading:
+    """Training rows are fetched a batch at a time; the batches are those of skorch's row-by-row path."""
+
+    def fit_both(self, X, y, **kwargs):
+        nets = []
+        for collate in (collate_rows, default_collate):  # default_collate reads the rows one by one
+            torch.manual_seed(0)
+            nets.append(
+                tiny_net(iterator_train__collate_fn=collate, iterator_valid__collate_fn=collate, **kwargs)
+            )
+            nets[-1].fit(X, y)
+        return nets
+
+    @pytest.mark.parametrize("train_split", [None, ValidSplit(5, stratified=False)])
+    def test_same_training_as_row_by_row(self, tiny, train_split):
+        X, y = tiny
+        sliced, rows = self.fit_both(X, y, train_split=train_split)
+        assert same_weights(sliced, rows)
+        np.testing.assert_array_equal(sliced.training_dynamics_, rows.training_dynamics_)
+        assert sliced.history[-1]["train_loss"] == rows.history[-1]["train_loss"]
+        if train_split is not None:
+            assert sliced.history[-1]["valid_loss"] == rows.history[-1]["valid_loss"]
+
+    def test_tensor_input_float64_and_batch_size_not_dividing_the_rows(self, tiny):
+        X, y = tiny
+        sliced, rows = self.fit_both(
+            torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y), batch_size=7
+        )
+        assert same_weights(sliced, rows)
+        np.testing.assert_array_equal(sliced.training_dynamics_, rows.training_dynamics_)
+
+    def test_own_collate_fn_receives_rows(self, tiny):
+        X, y = tiny
+        seen = []
+
+        def collate(rows):
+            seen.append(len(rows))
+            Xi, (yi, index) = rows[0]  # one row: its values, label and index
+            assert Xi.shape == (4,) and (yi, index) == (y[index], index)
+            return default_collate(rows)
+
+        tiny_net(iterator_train__collate_fn=collate, max_epochs=1).fit(X, y)
+        assert seen == [8, 8, 8, 6]
+
+    def test_loader_workers_deliver_the_row_indices(self, tiny):
+        # the reference code writes TD through a dataset attribute, which breaks with workers
+        X, y = tiny
+        recorder = TrainingPassRecorder()
+        torch.manual_seed(0)
+        net = tiny_net(iterator_train__num_workers=1, callbacks=[("recorder", recorder)]).fit(X, y)
+        passes = dict(net.callbacks_)["recorder"].passes
+        np.testing.assert_allclose(net.training_dynamics_, hand_computed_td(X, passes), rtol=1e-5)
+        torch.manual_seed(0)
+        assert same_weights(net, tiny_net(callbacks=[("recorder", TrainingPassRecorder())]).fit(X, y))
+
+
 class TestPrediction:
     @pytest.fixture(scope="class")
     @classmethod
@@ -237,6 +299,7 @@ class TestEstimatorProtocol:
         params = clone(net).get_params()
         assert (params["td_weight"], params["td_hidden"], params["module__hidden"]) == (0.3, 8, 16)
         assert params["train_split"] is None and params["iterator_train__shuffle"] is True
+        assert params["iterator_train__collate_fn"] is params["iterator_valid__collate_fn"] is collate_rows
         assert net.set_params(td_weight=2.0).td_weight == 2.0
 
     def test_set_module_params_reinitialises_the_backbone(self, tiny):

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset
 
 from .callbacks import EpochTDLoss
-from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics
+from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows
 from .modules import TiDALModule
 from .pool import is_sliceable, iter_slices, num_rows
 from .validation import (
@@ -64,6 +64,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
       validation rows get no training dynamics.
     - ``iterator_train__shuffle=True``: SGD on batches in label order (as a modAL learner
       appends them) trains badly, and the reference code shuffles.
+    - ``iterator_train__collate_fn=iterator_valid__collate_fn=collate_rows``: training rows
+      of numeric arrays and tensors are gathered a batch at a time instead of row by row
+      (:meth:`~tidal_modal.dynamics.IndexedDataset.__getitems__`); the batches are the same
+      as skorch's, in the same order. A ``collate_fn`` of your own gets the rows one by one
+      as usual.
 
     Parameters
     ----------
@@ -140,6 +145,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("iterator_train__shuffle", True)
+        kwargs.setdefault("iterator_train__collate_fn", collate_rows)
+        kwargs.setdefault("iterator_valid__collate_fn", collate_rows)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
         self.td_layers = td_layers
         self.td_weight = td_weight
