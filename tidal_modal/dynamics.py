@@ -41,9 +41,10 @@ class IndexedDataset(Dataset):
         """Rows ``indices`` at once, as ``DataLoader`` fetches a batch (``Subset`` passes it on).
 
         Rows of numeric arrays and tensors held by a plain skorch ``Dataset`` are gathered by one
-        indexing operation into a :class:`RowBatch`; skorch's per-row ``__getitem__`` followed
-        by ``default_collate`` costs a quarter of a small MLP's training step. Any other dataset
-        (a subclass may transform rows) is read row by row, as ``DataLoader`` would.
+        indexing operation into a :class:`RowBatch`, instead of skorch's ``__getitem__`` per
+        row and ``default_collate``, which take a large share of a small network's training
+        step. Any other dataset (a subclass may transform rows) is read row by row, as
+        ``DataLoader`` would.
         """
         columns = _gather_rows(self.dataset, indices)
         if columns is None:
