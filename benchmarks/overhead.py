@@ -378,7 +378,7 @@ def markdown(results):
         "dynamics. like for like ~ head floor / plain x like for like / head floor: the head's own "
         "cost times our bookkeeping's. *FLOPs*: matmul and convolution FLOPs (forward and "
         "backward) counted by torch's `FlopCounterMode`; the head floor's count equals TiDAL's, so "
-        "FLOPs TiDAL / plain is the least that the paper's head adds, on any machine.",
+        "FLOPs TiDAL / plain is the least matmul work that the paper's head adds, on any machine.",
         "",
         "| backbone | td_hidden | rows | epochs | plain s | head floor s | TiDAL s | TiDAL / plain "
         "| like for like / plain | head floor / plain | like for like / head floor | FLOPs TiDAL / plain |",
