@@ -8,6 +8,9 @@ the installed modAL (indices, or ``(indices, scores)`` from 0.4.2 on) so that
 library with a BALD heuristic, pulls in the whole Jupyter stack.
 """
 
+import inspect
+from functools import partial
+
 import numpy as np
 import torch
 from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
@@ -16,12 +19,13 @@ from sklearn.utils import check_random_state
 from skorch.dataset import unpack_data
 from torch import nn
 
-from tidal_modal import tidal_entropy, tidal_margin
+from tidal_modal import disal, tidal_entropy, tidal_margin
 from tidal_modal.modules import last_linear_name
 from tidal_modal.strategies import MODAL_RETURNS_METRICS, select_top_k
 
 __all__ = [
     "STRATEGIES",
+    "get_strategy",
     "bald_sampling",
     "bald_score",
     "coreset_sampling",
@@ -197,4 +201,39 @@ STRATEGIES = {
     "bald": bald_sampling,
     "tidal_entropy": tidal_entropy,
     "tidal_margin": tidal_margin,
+    "disal": disal,
 }
+
+
+def _option_value(text):
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def get_strategy(name):
+    """The query strategy named ``name``: a key of :data:`STRATEGIES`, optionally with keyword
+    options after a colon, e.g. ``disal:target=td,sign=signed`` (values are parsed as int,
+    float, true/false/none, else kept as strings).
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy or an option the strategy does not take.
+    """
+    base, _, options = name.partition(":")
+    if base not in STRATEGIES:
+        raise ValueError(f"unknown strategy {base!r}; choose from {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES[base]
+    if not options:
+        return strategy
+    kwargs = {}
+    for item in options.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in inspect.signature(strategy).parameters:
+            raise ValueError(f"{name!r}: {item!r} is not a keyword option key=value of {base}")
+        kwargs[key] = _option_value(value)
+    return partial(strategy, **kwargs)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from tidal_modal import TiDALNetClassifier
 
 from .backbones import backbone_params
-from .baselines import STRATEGIES
+from .baselines import get_strategy
 
 __all__ = ["ALConfig", "EpochProgress", "initial_indices", "make_net", "run_active_learning"]
 
@@ -107,7 +107,7 @@ def make_net(config, dataset, device="cpu", callbacks=None):
 
 
 def _strategy(name, seed, config):
-    strategy = STRATEGIES[name]
+    strategy = get_strategy(name)
     params = inspect.signature(strategy).parameters
     if "random_state" in params:
         # a stream of its own: the initial set is drawn from RandomState(seed)
@@ -128,7 +128,8 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
     Parameters
     ----------
     strategy : str
-        A key of :data:`~benchmarks.baselines.STRATEGIES`.
+        A name for :func:`~benchmarks.baselines.get_strategy` (a key of
+        :data:`~benchmarks.baselines.STRATEGIES`, optionally with options).
     seed : int
         Picks the initial set, the initial weights and the strategy's own randomness.
     dataset : ALDataset

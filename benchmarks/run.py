@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import STRATEGIES
+from .baselines import STRATEGIES, get_strategy
 from .datasets import load_dataset
 from .protocol import ALConfig, run_active_learning
 from .report import write_report
@@ -57,6 +57,14 @@ PRESETS = {
 }
 
 
+def _strategy_name(name):
+    try:
+        get_strategy(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def build_parser():
     """The command line: one option per :class:`~benchmarks.protocol.ALConfig` field, plus the run's own."""
     defaults = {f.name: f.default for f in fields(ALConfig) if f.name != "dataset"}
@@ -79,9 +87,10 @@ def build_parser():
         "--strategies",
         nargs="+",
         default=list(STRATEGIES),
-        choices=list(STRATEGIES),
+        type=_strategy_name,
         metavar="NAME",
-        help=f"query strategies, from {', '.join(STRATEGIES)}",
+        help=f"query strategies, from {', '.join(STRATEGIES)}; options after a colon, "
+        "e.g. disal:target=td,sign=signed",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(5)), help="one run per seed")
     parser.add_argument(

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import protocol
+from benchmarks import baselines, protocol
 from benchmarks.datasets import load_dataset
 from benchmarks.protocol import ALConfig, run_active_learning
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
@@ -71,7 +71,7 @@ class TestLoop:
             indices = np.arange(n_instances)
             return (indices, np.zeros(n_instances)) if MODAL_RETURNS_METRICS else indices
 
-        monkeypatch.setitem(protocol.STRATEGIES, "first_rows", first_rows)
+        monkeypatch.setitem(baselines.STRATEGIES, "first_rows", first_rows)
         config = ALConfig(dataset="digits", initial_size=20, query_size=15, cycles=2, epochs=1)
         rows = list(run_active_learning("first_rows", 0, digits, config))
         assert [len(p) for p in pools] == [len(digits.y_pool) - 20, len(digits.y_pool) - 35]

@@ -2,14 +2,18 @@
 
 from .learner import TiDALActiveLearner
 from .net import TiDALNetClassifier
-from .scores import td_entropy, td_margin
-from .strategies import tidal_entropy, tidal_margin
+from .scores import label_influence, td_entropy, td_margin
+from .strategies import disal, tidal_entropy, tidal_margin
+from .trajectory import TrajectoryRecorder
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TiDALActiveLearner",
     "TiDALNetClassifier",
+    "TrajectoryRecorder",
+    "disal",
+    "label_influence",
     "td_entropy",
     "td_margin",
     "tidal_entropy",

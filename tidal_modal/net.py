@@ -17,6 +17,7 @@ from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows
 from .modules import TiDALModule
 from .pool import is_sliceable, iter_slices, num_rows
+from .trajectory import Trajectory, TrajectoryRecorder
 from .validation import (
     InputData,
     Labels,
@@ -156,6 +157,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def _default_callbacks(self):
         callbacks = list(super()._default_callbacks)
         callbacks.insert(len(callbacks) - 1, ("train_td_loss", EpochTDLoss()))  # printed by print_log
+        # the last layer's optimisation path, for disal: a few small copies per fit
+        callbacks.insert(len(callbacks) - 1, ("trajectory", TrajectoryRecorder()))
         return callbacks
 
     # --- initialisation -------------------------------------------------------------------
@@ -164,6 +167,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Build the user's module (skorch-style) and attach the TD head to it."""
         super().initialize_module()
         self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
+        # a new module has no path yet; also what load_params(f_trajectory=...) loads into
+        self.trajectory_ = Trajectory()
         return self
 
     def _materialize_lazy_parameters(self, X, y):

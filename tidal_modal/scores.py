@@ -1,10 +1,11 @@
-"""Pure score functions on (predicted) training dynamics: arrays in, arrays out."""
+"""Pure score functions on (predicted) training dynamics and training trajectories: arrays in, arrays out."""
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 from scipy.special import entr
 
-__all__ = ["td_entropy", "td_margin"]
+__all__ = ["label_influence", "td_entropy", "td_margin"]
 
 
 def _check_proba(td_proba):
@@ -76,3 +77,69 @@ def td_margin(td_proba: ArrayLike, predicted_labels: ArrayLike) -> np.ndarray:
     # the best other class is the runner-up if the label holds the top value, else the top
     best_other = np.where(at_label >= first, second, first)
     return at_label - best_other
+
+
+def label_influence(
+    features: ArrayLike, proba: ArrayLike, directions: ArrayLike
+) -> np.ndarray | torch.Tensor:
+    """Dynamic influence of each row under every candidate label (DISAL's closed form).
+
+    For a linear last layer ``z = W h + b`` trained with softmax cross-entropy, the gradient of
+    a row's loss with target ``t`` is ``(p - t) outer [h, 1]``. Its projection onto the
+    accumulated directions ``U_t``, summed over checkpoints, is for the target ``e_y``::
+
+        S[i, y] = sum_t < (p_t - e_y) outer h1_i, U_t > = sum_t p_t . v_t  -  sum_t v_t[y],
+        v_t = U_t h1_i,
+
+    linear in the target, so a soft target ``q`` scores ``S[i] . q``. Computed with matrix
+    products only: no per-sample autograd.
+
+    Parameters
+    ----------
+    features : array-like or tensor of shape (n_samples, d)
+        The layer's input ``h1`` (with a trailing column of ones when the directions have a
+        bias column).
+    proba : array-like or tensor of shape (n_samples, K) or (T, n_samples, K)
+        Softmax of the layer's output, the same at every checkpoint or one per checkpoint.
+    directions : array-like or tensor of shape (T, K, d)
+        ``U_t``, one per checkpoint.
+
+    Returns
+    -------
+    ndarray or tensor of shape (n_samples, K)
+        A tensor if ``features`` is one (on its device), else an ndarray.
+
+    Examples
+    --------
+    >>> h = [[1.0, 1.0]]                      # one row, feature 1 and the bias column
+    >>> U = [[[1.0, 0.0], [0.0, 0.0]]]        # one checkpoint that moved class 0's weight
+    >>> label_influence(h, [[0.5, 0.5]], U)   # labelled 0: the step lowered its loss
+    array([[-0.5,  0.5]])
+    """
+    as_numpy = not isinstance(features, torch.Tensor)
+    if as_numpy:
+        features = np.asarray(features)
+        features = torch.from_numpy(features if features.dtype.kind == "f" else features.astype(float))
+    dtype = features.dtype if features.is_floating_point() else torch.get_default_dtype()
+    features = features.to(dtype)
+    proba = torch.as_tensor(proba, dtype=dtype, device=features.device)
+    directions = torch.as_tensor(directions, dtype=dtype, device=features.device)
+    if features.dim() != 2 or directions.dim() != 3 or directions.shape[2] != features.shape[1]:
+        raise ValueError(
+            f"features [n, d] and directions [T, K, d] must share d; got shapes "
+            f"{tuple(features.shape)} and {tuple(directions.shape)}."
+        )
+    if proba.shape[-2:] != (features.shape[0], directions.shape[1]) or proba.dim() not in (2, 3):
+        raise ValueError(
+            f"proba must be [n, K] or [T, n, K] with n={features.shape[0]}, K={directions.shape[1]}; "
+            f"got shape {tuple(proba.shape)}."
+        )
+    if proba.dim() == 2:  # one probability for every checkpoint: only the sum of the U_t matters
+        v = features @ directions.sum(dim=0).T  # [n, K]
+        expected = (proba * v).sum(dim=1)
+    else:
+        v_t = torch.einsum("nd,tkd->tnk", features, directions)  # [T, n, K]
+        expected = (proba * v_t).sum(dim=(0, 2))
+        v = v_t.sum(dim=0)
+    influence = expected[:, None] - v  # [n, K]
+    return influence.numpy() if as_numpy else influence

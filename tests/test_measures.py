@@ -1,0 +1,224 @@
+"""The measure layer: DISAL's closed form against per-sample autograd gradients, and its errors."""
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+from torch.func import grad, vmap
+from torch.nn import functional as F
+
+from tidal_modal import TiDALNetClassifier, label_influence
+from tidal_modal.measures import classifier_dynamic_influence
+
+from .models import MLP
+
+
+def per_sample_gradients(weight, bias, h, targets):
+    """``d CE(h W^T + b, q) / d[W | b]`` of every row by autograd (torch.func), ``[n, K, d + 1]``."""
+
+    def loss(W, b, hi, qi):
+        return -(qi * F.log_softmax(hi @ W.T + b, dim=0)).sum()
+
+    gW, gb = vmap(grad(loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))(weight, bias, h, targets)
+    return torch.cat([gW, gb[..., None]], dim=2)
+
+
+def autograd_influence(weights, h, targets, directions):
+    """``sum_t < g(x; theta_t), U_t >`` per row, the gradients at each ``theta_t`` of ``weights``."""
+    total = 0
+    for theta, direction in zip(weights, directions, strict=True):
+        grads = per_sample_gradients(theta[:, :-1], theta[:, -1], h, targets)
+        total = total + torch.einsum("nkd,kd->n", grads, direction)
+    return total
+
+
+@pytest.fixture
+def problem():
+    gen = torch.Generator().manual_seed(0)
+    n, d, K, T = 12, 5, 4, 3
+    h = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    theta = torch.randn(K, d + 1, generator=gen, dtype=torch.float64)
+    directions = torch.randn(T, K, d + 1, generator=gen, dtype=torch.float64)
+    checkpoints = theta + torch.randn(T, K, d + 1, generator=gen, dtype=torch.float64)
+    h1 = torch.cat([h, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    return h, h1, theta, directions, checkpoints
+
+
+class TestClosedFormEqualsAutograd:
+    def test_every_label_as_target(self, problem):
+        h, h1, theta, directions, _ = problem
+        proba = torch.softmax(h1 @ theta.T, dim=1)
+        influence = label_influence(h1, proba, directions)  # [n, K]
+        for y in range(theta.shape[0]):
+            onehot = F.one_hot(torch.full((len(h),), y), theta.shape[0]).double()
+            expected = autograd_influence([theta] * len(directions), h, onehot, directions)
+            torch.testing.assert_close(influence[:, y], expected)
+
+    def test_soft_targets(self, problem):
+        h, h1, theta, directions, _ = problem
+        soft = torch.softmax(torch.randn(len(h), theta.shape[0], dtype=torch.float64), dim=1)
+        proba = torch.softmax(h1 @ theta.T, dim=1)
+        got = (label_influence(h1, proba, directions) * soft).sum(dim=1)
+        torch.testing.assert_close(got, autograd_influence([theta] * len(directions), h, soft, directions))
+
+    def test_probabilities_of_each_checkpoint(self, problem):
+        h, h1, theta, directions, checkpoints = problem
+        proba_t = torch.softmax(torch.einsum("nd,tkd->tnk", h1, checkpoints), dim=2)
+        onehot = F.one_hot(torch.arange(len(h)) % theta.shape[0], theta.shape[0]).double()
+        got = (label_influence(h1, proba_t, directions) * onehot).sum(dim=1)
+        torch.testing.assert_close(got, autograd_influence(checkpoints, h, onehot, directions))
+
+    def test_numpy_in_numpy_out(self, problem):
+        h, h1, theta, directions, _ = problem
+        proba = torch.softmax(h1 @ theta.T, dim=1)
+        out = label_influence(h1.numpy(), proba.numpy(), directions.numpy())
+        assert isinstance(out, np.ndarray)
+        np.testing.assert_allclose(out, label_influence(h1, proba, directions).numpy())
+
+    def test_shape_mismatch(self, problem):
+        h, h1, theta, directions, _ = problem
+        with pytest.raises(ValueError, match="share d"):
+            label_influence(h, torch.ones(len(h), 4), directions)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, y = digits
+    torch.manual_seed(0)
+    net = TiDALNetClassifier(
+        MLP, max_epochs=4, lr=0.05, verbose=0, classes=list(range(10)), module__dropout=0.2
+    ).fit(X[:200], y[:200])
+    return net, X[200:260]
+
+
+def layer_inputs(net, X):
+    captured = []
+    layer = net.module_.backbone.out
+    handle = layer.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+    try:
+        logits = torch.as_tensor(net.predict_proba(X)).log()  # eval mode, like scoring
+    finally:
+        handle.remove()
+    return torch.cat(captured).double(), logits
+
+
+class TestMeasureOnATrainedNet:
+    """The measure on a real TiDAL net equals autograd's per-sample gradients of its last layer."""
+
+    def reference(self, net, X, target, heads="current"):
+        h, _ = layer_inputs(net, X)
+        layer = net.module_.backbone.out
+        theta = torch.cat([layer.weight, layer.bias[:, None]], dim=1).detach().double()
+        directions, ends = net.trajectory_.directions()
+        directions, ends = directions.double(), ends.double()
+        weights = [theta] * len(directions) if heads == "current" else list(ends)
+        proba = torch.softmax(torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1) @ theta.T, dim=1)
+        K = proba.shape[1]
+        if target == "pseudo":
+            return autograd_influence(weights, h, F.one_hot(proba.argmax(1), K).double(), directions)
+        if target == "td":
+            return autograd_influence(weights, h, torch.as_tensor(net.predict_td(X)).double(), directions)
+        per_label = torch.stack(
+            [
+                autograd_influence(weights, h, F.one_hot(torch.full((len(h),), y), K).double(), directions)
+                for y in range(K)
+            ],
+            dim=1,
+        )
+        return (proba * per_label.abs()).sum(dim=1)
+
+    @pytest.mark.parametrize("target", ["pseudo", "td"])
+    @pytest.mark.parametrize("heads", ["current", "checkpoint"])
+    def test_signed_scores(self, fitted, target, heads):
+        net, X = fitted
+        got = classifier_dynamic_influence(net, X, target=target, sign="signed", heads=heads)
+        np.testing.assert_allclose(got, self.reference(net, X, target, heads).numpy(), rtol=1e-4, atol=1e-6)
+
+    def test_expected_magnitude(self, fitted):
+        net, X = fitted
+        got = classifier_dynamic_influence(net, X, target="expected")
+        np.testing.assert_allclose(got, self.reference(net, X, "expected").numpy(), rtol=1e-4, atol=1e-6)
+
+    def test_signs(self, fitted):
+        net, X = fitted
+        signed = classifier_dynamic_influence(net, X, sign="signed")
+        assert (signed > 0).any() and (signed < 0).any()  # else the sign choice would be moot
+        np.testing.assert_allclose(classifier_dynamic_influence(net, X, sign="negated"), -signed)
+        np.testing.assert_allclose(classifier_dynamic_influence(net, X), np.abs(signed))
+
+    def test_normalisation_and_merged_checkpoints_change_the_scores(self, fitted):
+        net, X = fitted
+        base = classifier_dynamic_influence(net, X, sign="signed")
+        for options in (dict(normalize=False), dict(n_checkpoints=1)):
+            assert not np.allclose(classifier_dynamic_influence(net, X, sign="signed", **options), base)
+        # one merged checkpoint, unnormalised, is the whole fit's step: the same as the steps summed
+        np.testing.assert_allclose(
+            classifier_dynamic_influence(net, X, sign="signed", normalize=False, n_checkpoints=1),
+            classifier_dynamic_influence(net, X, sign="signed", normalize=False),
+            rtol=1e-4,
+            atol=1e-6,
+        )
+
+
+class TestErrors:
+    def test_plain_net_without_recorder_says_which_line_enables_it(self, digits):
+        X, y = digits
+        net = NeuralNetClassifier(
+            MLP, criterion=nn.CrossEntropyLoss, train_split=None, max_epochs=1, verbose=0
+        ).fit(X[:50], y[:50])
+        with pytest.raises(ValueError, match=r"callbacks=\[tidal_modal.TrajectoryRecorder\(\)\]"):
+            classifier_dynamic_influence(net, X[:5])
+
+    def test_a_fit_without_epochs(self, digits):
+        X, y = digits
+        net = TiDALNetClassifier(MLP, max_epochs=0, verbose=0, classes=list(range(10))).fit(X[:50], y[:50])
+        with pytest.raises(ValueError, match="completed no epoch"):
+            classifier_dynamic_influence(net, X[:5])
+
+    def test_checkpoints_of_another_architecture(self, fitted, digits, tmp_path):
+        net, X = fitted
+        net.save_params(f_trajectory=tmp_path / "t.pt")
+        other = TiDALNetClassifier(MLP, module__hidden=16, max_epochs=1, verbose=0, classes=list(range(10)))
+        other.fit(*digits)
+        other.load_params(f_trajectory=tmp_path / "t.pt")
+        with pytest.raises(
+            ValueError, match=r"shape \(10, 33\).*now has shape \(10, 17\).*another architecture"
+        ):
+            classifier_dynamic_influence(other, X)
+
+    def test_td_target_needs_a_td_head(self, digits):
+        from tidal_modal import TrajectoryRecorder
+
+        X, y = digits
+        net = NeuralNetClassifier(
+            MLP,
+            criterion=nn.CrossEntropyLoss,
+            train_split=None,
+            max_epochs=1,
+            verbose=0,
+            callbacks=[TrajectoryRecorder()],
+        ).fit(X[:50], y[:50])
+        assert classifier_dynamic_influence(net, X[:5]).shape == (5,)
+        with pytest.raises(ValueError, match="target='td' needs a net with a TD head"):
+            classifier_dynamic_influence(net, X[:5], target="td")
+
+    @pytest.mark.parametrize(
+        "options, match",
+        [
+            (dict(target="label"), "target must be one of"),
+            (dict(sign="abs"), "sign must be one of"),
+            (dict(heads="all"), "heads must be one of"),
+            (dict(n_checkpoints=0), "n_checkpoints"),
+        ],
+    )
+    def test_bad_options(self, fitted, options, match):
+        net, X = fitted
+        with pytest.raises(ValueError, match=match):
+            classifier_dynamic_influence(net, X, **options)
+
+    def test_not_a_skorch_net(self):
+        from sklearn.linear_model import LogisticRegression
+
+        with pytest.raises(TypeError, match="disal needs a skorch net.*LogisticRegression"):
+            classifier_dynamic_influence(LogisticRegression(), np.zeros((2, 2)))
