@@ -17,6 +17,9 @@ shuffled order, with the garbage collector off; a ratio is the median of its per
 - FLOPs: the matmul and convolution FLOPs (forward and backward) of every side, counted by
   torch's ``FlopCounterMode``. Their ratios bound the TD head's matmul work from below on any
   machine: no implementation of the paper's head does fewer;
+- DISAL: fit with the trajectory recorded (``TiDALNetClassifier``'s default) / the same fit
+  without it (``callbacks__trajectory=None``), and a ``disal`` query / the bare forward pass
+  through backbone and TD head (the pass that ``disal`` scores from);
 - selection: partial top-k (``select_top_k``) vs a full sort;
 - scaling: scoring memory-mapped pools of 784 features of growing size, each in a fresh
   process: time and peak memory growth. Peak memory is the process's anonymous memory
@@ -48,14 +51,23 @@ from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
+from tidal_modal import TiDALNetClassifier, disal, tidal_entropy, tidal_margin
 from tidal_modal.modules import TiDALModule
 from tidal_modal.strategies import select_top_k
 
 from .backbones import MLP, SmallCNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"fit": 1.10, "query_vs_entropy_sampling": 1.05, "query_vs_bare_forward": 1.15}
+TARGETS = {
+    "fit": 1.10,
+    "query_vs_entropy_sampling": 1.05,
+    "query_vs_bare_forward": 1.15,
+    "disal_fit_vs_no_recording": 1.05,
+    "disal_query_vs_bare_forward_with_head": 1.10,
+}
+PARTS = ("fit", "query", "disal", "selection", "scaling")
+# backbones of the DISAL measurement: the smallest MLP (where fixed costs weigh most), the widest, the CNN
+DISAL_BACKBONES = ("mlp", "mlp-2048", "cnn")
 N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
 
 
@@ -250,6 +262,41 @@ def measure_query(name, repeats, n_pool):
     return result
 
 
+def measure_disal(name, repeats, n_train, epochs, n_pool):
+    """DISAL's two costs: recording the trajectory during fit, and scoring a pool with ``disal``."""
+    X, y = random_data(n_train, seed=0)
+    params = net_params(name, epochs)
+
+    def fit(record):
+        torch.manual_seed(0)
+        extra = {} if record else {"callbacks__trajectory": None}
+        return TiDALNetClassifier(**params, **extra).fit(X, y)
+
+    fit_times = interleaved({"recording": partial(fit, True), "no_recording": partial(fit, False)}, repeats)
+    net = fit(True)
+    pool, _ = random_data(n_pool, seed=1)
+    query_times = interleaved(
+        {
+            "bare_forward_with_head": lambda: bare_forward(net.module_, pool),
+            "disal": lambda: disal(net, pool, 100),
+            "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
+        },
+        repeats,
+    )
+    return {
+        "backbone": name,
+        "n_train": n_train,
+        "epochs": epochs,
+        "n_pool": n_pool,
+        "checkpoints": len(net.trajectory_),
+        "times": {**fit_times, **query_times},
+        **{f"{key}_s": float(np.median(t)) for key, t in {**fit_times, **query_times}.items()},
+        "fit_ratio": median_ratio(fit_times["recording"], fit_times["no_recording"]),
+        "query_ratio": median_ratio(query_times["disal"], query_times["bare_forward_with_head"]),
+        "disal_vs_tidal_entropy": median_ratio(query_times["disal"], query_times["tidal_entropy"]),
+    }
+
+
 def measure_selection(repeats, n, k=1000):
     scores = np.random.RandomState(0).rand(n)
     partial = [timed(lambda: select_top_k(scores, k)) for _ in range(repeats)]
@@ -383,7 +430,7 @@ def markdown(results):
         "| like for like / plain | head floor / plain | like for like / head floor | FLOPs TiDAL / plain |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results["fit"]:
+    for r in results.get("fit", []):
         lines.append(
             f"| {r['backbone']} | {r['td_hidden']} | {r['n_train']} | {r['epochs']} "
             f"| {r['plain_s']:.3f} | {r['head_floor_s']:.3f} | {r['tidal_s']:.3f} "
@@ -406,7 +453,7 @@ def markdown(results):
         "| tidal_margin / bare + head | FLOPs bare + head / bare |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results["query"]:
+    for r in results.get("query", []):
         lines.append(
             f"| {r['backbone']} | {r['n_pool']} | {r['bare_forward_s']:.3f} "
             f"| {r['bare_forward_with_head_s']:.3f} | {r['entropy_sampling_s']:.3f} "
@@ -418,13 +465,38 @@ def markdown(results):
             f"| {verdict(r, 'tidal_margin', 'bare_forward', TARGETS['query_vs_bare_forward'])} "
             f"| {r['tidal_margin_vs_bare_forward_with_head']:.3f} | {r['head_flop_ratio']:.3f} |"
         )
-    s = results["selection"]
     lines += [
         "",
-        "## Selection",
+        f"## DISAL (batch size {BATCH_SIZE}, top-100)",
         "",
-        f"Top-{s['k']} of {s['n']:,} scores: partial selection {s['top_k_s'] * 1e3:.1f} ms, "
-        f"full sort {s['full_sort_s'] * 1e3:.1f} ms.",
+        "*fit*: TiDALNetClassifier.fit recording the trajectory (its default) / the same fit with "
+        "`callbacks__trajectory=None`. *query*: `disal` / a bare `no_grad` forward pass through "
+        "backbone and TD head, the pass whose features and probabilities `disal` scores.",
+        "",
+        "| backbone | rows | epochs | checkpoints | fit s | fit / no recording | pool | disal s "
+        "| disal / bare + head | disal / tidal_entropy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    query_target = TARGETS["disal_query_vs_bare_forward_with_head"]
+    for r in results.get("disal", []):
+        lines.append(
+            f"| {r['backbone']} | {r['n_train']} | {r['epochs']} | {r['checkpoints']} "
+            f"| {r['recording_s']:.3f} "
+            f"| {verdict(r, 'recording', 'no_recording', TARGETS['disal_fit_vs_no_recording'])} "
+            f"| {r['n_pool']} | {r['disal_s']:.3f} "
+            f"| {verdict(r, 'disal', 'bare_forward_with_head', query_target)} "
+            f"| {r['disal_vs_tidal_entropy']:.3f} |"
+        )
+    s = results.get("selection")
+    if s:
+        lines += [
+            "",
+            "## Selection",
+            "",
+            f"Top-{s['k']} of {s['n']:,} scores: partial selection {s['top_k_s'] * 1e3:.1f} ms, "
+            f"full sort {s['full_sort_s'] * 1e3:.1f} ms.",
+        ]
+    lines += [
         "",
         "## Scaling: tidal_entropy on a memory-mapped pool (784 float32 features, the mlp)",
         "",
@@ -432,12 +504,27 @@ def markdown(results):
         "| bytes per scored row |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results["scaling"]:
+    for r in results.get("scaling", []):
         lines.append(
             f"| {r['n']:,} | {r['pool_subset'] or '-'} | {r['pool_mib']:.0f} | {r['seconds']:.2f} "
             f"| {r['rows_per_s']:,.0f} | {r['peak_growth_mib']:.1f} | {r['growth_bytes_per_row']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(_measured_sections(lines, results)) + "\n"
+
+
+SECTION_PARTS = {"## Training": "fit", "## Query": "query", "## DISAL": "disal", "## Scaling": "scaling"}
+
+
+def _measured_sections(lines, results):
+    """The report's lines without the sections of parts that this run did not measure."""
+    kept, keep = [], True
+    for line in lines:
+        if line.startswith("## "):
+            part = next((p for prefix, p in SECTION_PARTS.items() if line.startswith(prefix)), None)
+            keep = part is None or part in results
+        if keep:
+            kept.append(line)
+    return kept
 
 
 def plot_scaling(rows, path):
@@ -470,6 +557,9 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="*", default=[10**4, 10**5, 10**6], help="scaling sizes")
     parser.add_argument("--subset", type=int, default=10000, help="pool_subset also measured at each size")
     parser.add_argument("--scratch-dir", default=None, help="where the memmap files go (default: temp)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results/overhead"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-subset", type=int, default=None, help=argparse.SUPPRESS)
@@ -478,32 +568,43 @@ def main(argv=None):
     if args.worker:
         return score_memmap_worker(args.worker, args.worker_subset)
 
-    steps = tqdm(total=len(FIT_RUNS) + len(BACKBONES) + 2, desc="overhead")
+    parts = set(args.parts)
+    total = {"fit": len(FIT_RUNS), "query": len(BACKBONES), "disal": len(DISAL_BACKBONES)}
+    steps = tqdm(total=sum(total.get(part, 1) for part in parts), desc="overhead")
     results = {"repeats": args.repeats, "arguments": " ".join(argv if argv is not None else sys.argv[1:])}
     results["environment"] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
         "torch": torch.__version__,
         "threads": args.threads,
     }
-    results["fit"] = []
-    for name, td_hidden in FIT_RUNS:
-        results["fit"].append(measure_fit(name, args.repeats, args.n_train, args.epochs, td_hidden))
+    if "fit" in parts:
+        results["fit"] = []
+        for name, td_hidden in FIT_RUNS:
+            results["fit"].append(measure_fit(name, args.repeats, args.n_train, args.epochs, td_hidden))
+            steps.update()
+    if "query" in parts:
+        results["query"] = []
+        for name in BACKBONES:
+            results["query"].append(measure_query(name, args.repeats, args.n_pool))
+            steps.update()
+    if "disal" in parts:
+        results["disal"] = []
+        for name in DISAL_BACKBONES:
+            results["disal"].append(measure_disal(name, args.repeats, args.n_train, args.epochs, args.n_pool))
+            steps.update()
+    if "selection" in parts:
+        results["selection"] = measure_selection(args.repeats, n=10**7)
         steps.update()
-    results["query"] = []
-    for name in BACKBONES:
-        results["query"].append(measure_query(name, args.repeats, args.n_pool))
+    if "scaling" in parts:
+        results["scaling"] = measure_scaling(args.sizes, args.subset, args.threads, args.scratch_dir)
         steps.update()
-    results["selection"] = measure_selection(args.repeats, n=10**7)
-    steps.update()
-    results["scaling"] = measure_scaling(args.sizes, args.subset, args.threads, args.scratch_dir)
-    steps.update()
     steps.close()
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
     report = markdown(results)
     (args.output_dir / "overhead.md").write_text(report)
-    if results["scaling"]:
+    if results.get("scaling"):
         plot_scaling(results["scaling"], args.output_dir / "scaling.png")
     print(report)
     return results

@@ -33,12 +33,27 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
         assert (
             r["flops"]["tidal_entropy"] == r["flops"]["bare_forward_with_head"] > r["flops"]["bare_forward"]
         )
+    for r in results["disal"]:
+        times = {side: np.asarray(t) for side, t in r["times"].items()}
+        assert r["fit_ratio"] == pytest.approx(np.median(times["recording"] / times["no_recording"]))
+        assert r["query_ratio"] == pytest.approx(np.median(times["disal"] / times["bare_forward_with_head"]))
+        assert r["checkpoints"] == 1  # one epoch: one checkpoint, so the recording side did record
+    assert [r["backbone"] for r in results["disal"]] == list(overhead.DISAL_BACKBONES)
     assert [(r["n"], r["pool_subset"]) for r in results["scaling"]] == [(2000, None), (2000, 500)]
     assert all(r["seconds"] > 0 for r in results["scaling"])
     assert json.loads((out / "overhead.json").read_text())["fit"] == results["fit"]
     report = (out / "overhead.md").read_text()
-    assert "## Scaling" in report and "IQR" in report
+    assert "## Scaling" in report and "## DISAL" in report and "IQR" in report
     assert (out / "scaling.png").stat().st_size > 0
+
+
+def test_parts_measure_and_report_only_what_is_asked(tmp_path):
+    results = overhead.main(
+        ["--parts", "selection", "--repeats", "1", "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert "selection" in results and not {"fit", "query", "disal", "scaling"} & set(results)
+    report = (tmp_path / "overhead.md").read_text()
+    assert "## Selection" in report and "## Training" not in report and "## DISAL" not in report
 
 
 def test_flop_counts_of_the_mlp_fit_match_a_hand_count():

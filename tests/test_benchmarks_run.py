@@ -104,3 +104,20 @@ def test_presets_match_their_committed_results(preset):
     assert config.to_dict() == committed
     seeds = set(pd.read_csv(run.RESULTS / preset / "curves.csv").seed)
     assert seeds == set(args.seeds)
+
+
+class TestStrategyOptions:
+    def test_options_after_a_colon_reach_the_strategy(self):
+        from benchmarks.baselines import get_strategy
+
+        strategy = get_strategy("disal:target=td,sign=signed,normalize=false,n_checkpoints=5")
+        assert strategy.keywords == dict(target="td", sign="signed", normalize=False, n_checkpoints=5)
+        assert get_strategy("disal") is STRATEGIES["disal"]
+
+    @pytest.mark.parametrize(
+        "name, match", [("nope", "unknown strategy 'nope'"), ("disal:colour=red", "'colour=red' is not")]
+    )
+    def test_unknown_names_and_options_are_refused_by_the_command_line(self, name, match, capsys):
+        with pytest.raises(SystemExit):
+            run.parse_args(["--strategies", name])
+        assert match in capsys.readouterr().err
