@@ -18,10 +18,13 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 __all__ = [
     "aulc",
     "comparison_table",
+    "paired_aulc",
+    "paired_table",
     "plot_accuracy",
     "plot_relative_improvement",
     "relative_improvement",
@@ -218,6 +221,61 @@ def comparison_table(out_dirs, strategies, n_budgets=3, baseline=BASELINE):
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
 
 
+def paired_aulc(curves, strategy, baseline=BASELINE, confidence=0.95):
+    """AULC of ``strategy`` minus ``baseline``'s, paired by seed: a t-interval and who wins how often.
+
+    Parameters
+    ----------
+    curves : DataFrame
+        Rows of ``curves.csv``.
+    strategy, baseline : str
+    confidence : float
+        Of the two-sided Student-t interval of the mean difference over seeds.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (with both runs), ``mean``, ``std``, ``low``, ``high`` (accuracy points, i.e.
+        AULC x 100) and ``wins`` / ``losses`` / ``ties`` of ``strategy`` over the seeds.
+    """
+    areas = aulc(curves[curves.strategy.isin([strategy, baseline])]).unstack("strategy")
+    if strategy not in areas or baseline not in areas:
+        raise ValueError(f"{strategy!r} and {baseline!r} must both have runs in these curves.")
+    diff = 100 * (areas[strategy] - areas[baseline]).dropna()
+    n = len(diff)
+    mean, std = float(diff.mean()), float(diff.std()) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+    return {
+        "seeds": n,
+        "mean": mean,
+        "std": std,
+        "low": mean - half,
+        "high": mean + half,
+        "wins": int((diff > 0).sum()),
+        "losses": int((diff < 0).sum()),
+        "ties": int((diff == 0).sum()),
+    }
+
+
+def paired_table(out_dirs, strategies, baseline=BASELINE):
+    """Markdown table of :func:`paired_aulc` of each strategy against ``baseline`` in each directory."""
+    lines = [
+        f"| results | strategy | seeds | AULC - {baseline} (points, mean ± std) | 95% interval "
+        "| wins / losses |",
+        "|---|---|---|---|---|---|",
+    ]
+    for out_dir in map(Path, out_dirs):
+        curves = pd.read_csv(out_dir / "curves.csv")
+        for strategy in strategies:
+            p = paired_aulc(curves, strategy, baseline)
+            mark = " *" if p["low"] > 0 or p["high"] < 0 else ""
+            lines.append(
+                f"| {out_dir.name} | {strategy} | {p['seeds']} | {p['mean']:.2f} ± {p['std']:.2f} "
+                f"| [{p['low']:.2f}, {p['high']:.2f}]{mark} | {p['wins']} / {p['losses']} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Regenerate the reports of the given directories, or print a comparison table of them."""
     parser = argparse.ArgumentParser(
@@ -231,8 +289,20 @@ def main(argv=None):
         metavar="STRATEGY",
         help="print a markdown table of these strategies' improvement over the baseline instead",
     )
-    parser.add_argument("--baseline", default=BASELINE, help="the strategy --compare measures against")
+    parser.add_argument(
+        "--paired",
+        nargs="+",
+        metavar="STRATEGY",
+        help="print each strategy's AULC difference to the baseline, paired by seed, with a 95%% "
+        "t-interval (* when it excludes 0) and wins / losses over the seeds",
+    )
+    parser.add_argument(
+        "--baseline", default=BASELINE, help="the strategy --compare / --paired measure against"
+    )
     args = parser.parse_args(argv)
+    if args.paired:
+        print(paired_table(args.out_dirs, args.paired, baseline=args.baseline))
+        return
     if args.compare:
         print(comparison_table(args.out_dirs, args.compare, baseline=args.baseline))
         return

@@ -1,11 +1,14 @@
 import matplotlib
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks.report import (
     aulc,
     comparison_table,
+    paired_aulc,
+    paired_table,
     plot_accuracy,
     plot_relative_improvement,
     relative_improvement,
@@ -75,3 +78,28 @@ def test_comparison_table_reads_results_directories(curves, tmp_path):
     assert len(table) == 4
     # b: +20% and +10% at 20 labels; AULC differences +6 and +2.5 points
     assert table[3] == "| toy | b | 20: 15.00 ± 7.07 | 4.25 ± 2.47 |"
+
+
+class TestPaired:
+    def test_interval_and_wins_from_a_hand_count(self, curves):
+        # AULC = mean of the two points. a - random: seed 0 (0.58 - 0.55), seed 1 (0.425 - 0.45)
+        p = paired_aulc(curves, "a")
+        diffs = [3.0, -2.5]
+        assert p["seeds"] == 2 and p["wins"] == 1 and p["losses"] == 1
+        assert p["mean"] == pytest.approx(0.25) and p["std"] == pytest.approx(np.std(diffs, ddof=1))
+        half = 12.706204736 * np.std(diffs, ddof=1) / np.sqrt(2)  # t(0.975, 1 dof)
+        assert (p["low"], p["high"]) == pytest.approx((0.25 - half, 0.25 + half))
+
+    def test_a_strategy_that_wins_every_seed(self, curves):
+        p = paired_aulc(curves, "b")  # seed 0: 0.61 - 0.55, seed 1: 0.475 - 0.45
+        assert (p["wins"], p["losses"], p["mean"]) == (2, 0, pytest.approx(4.25))
+        assert p["low"] < p["mean"] < p["high"]
+
+    def test_missing_strategy(self, curves):
+        with pytest.raises(ValueError, match="'c' and 'random'"):
+            paired_aulc(curves, "c")
+
+    def test_table(self, curves, tmp_path):
+        curves.to_csv(tmp_path / "curves.csv", index=False)
+        table = paired_table([tmp_path], ["a", "b"])
+        assert "| a | 2 | 0.25 ± 3.89 |" in table and "| 1 / 1 |" in table and "| 2 / 0 |" in table
