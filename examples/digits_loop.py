@@ -1,7 +1,8 @@
 """A TiDAL active-learning loop on scikit-learn's digits: modAL + skorch + tidal-modal.
 
 Run ``python examples/digits_loop.py``; it prints the test accuracy after every cycle for
-TiDAL entropy sampling and for random sampling, from the same start.
+TiDAL entropy sampling, DISAL (dynamic influence along the training trajectory, which the net
+records by default) and random sampling, from the same start.
 """
 
 import argparse
@@ -15,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tidal_modal import TiDALNetClassifier, tidal_entropy
+from tidal_modal import TiDALNetClassifier, disal, tidal_entropy
 
 
 class MLP(nn.Module):
@@ -77,11 +78,11 @@ def main(argv=None):
     )
     curves = {
         name: run(strategy, **settings)
-        for name, strategy in [("tidal_entropy", tidal_entropy), ("random", random_sampling)]
+        for name, strategy in [("tidal_entropy", tidal_entropy), ("disal", disal), ("random", random_sampling)]
     }
-    print(f"{'labeled':>8}  {'tidal_entropy':>13}  {'random':>8}")
-    for cycle, (tidal, rand) in enumerate(zip(curves["tidal_entropy"], curves["random"], strict=True)):
-        print(f"{args.initial + cycle * args.query:>8}  {tidal:>13.3f}  {rand:>8.3f}")
+    print(f"{'labeled':>8}" + "".join(f"  {name:>13}" for name in curves))
+    for cycle, row in enumerate(zip(*curves.values(), strict=True)):
+        print(f"{args.initial + cycle * args.query:>8}" + "".join(f"  {acc:>13.3f}" for acc in row))
     return curves
 
 
