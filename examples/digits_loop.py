@@ -78,7 +78,11 @@ def main(argv=None):
     )
     curves = {
         name: run(strategy, **settings)
-        for name, strategy in [("tidal_entropy", tidal_entropy), ("disal", disal), ("random", random_sampling)]
+        for name, strategy in [
+            ("tidal_entropy", tidal_entropy),
+            ("disal", disal),
+            ("random", random_sampling),
+        ]
     }
     print(f"{'labeled':>8}" + "".join(f"  {name:>13}" for name in curves))
     for cycle, row in enumerate(zip(*curves.values(), strict=True)):

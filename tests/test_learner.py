@@ -5,6 +5,9 @@ import pytest
 import torch
 from modAL.models import ActiveLearner
 from sklearn.datasets import make_blobs
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback
 from torch import nn
 
 from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_margin
@@ -47,6 +50,17 @@ def assert_same_state(learner, before):
     assert n_epochs == before[3]
 
 
+class FailWhenArmed(Callback):
+    """Raises in the first training batch once armed: an error in the middle of training."""
+
+    def __init__(self, armed=False):
+        self.armed = armed
+
+    def on_batch_end(self, net, **kwargs):
+        if self.armed:
+            raise RuntimeError("out of memory")
+
+
 class TestTeach:
     @pytest.mark.parametrize("warm_start", [False, True])
     def test_failed_teach_loses_nothing(self, data, warm_start):
@@ -60,6 +74,33 @@ class TestTeach:
         # once the labels are fixed, teaching again adds the rows once
         learner.teach(X[new], np.zeros(5, dtype=y.dtype))
         assert len(learner.X_training) == len(before[0]) + 5
+
+    @pytest.mark.parametrize("fault", ["label-outside-the-classes", "error-during-training"])
+    def test_failed_teach_restores_the_whole_pipeline(self, data, fault):
+        """A Pipeline refits its scaler on the new rows before its net fails."""
+        X, y = data
+        scaler, failure = StandardScaler(), FailWhenArmed()
+        module = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+        net = TiDALNetClassifier(module, classes=[0, 1], max_epochs=2, lr=0.1, verbose=0, callbacks=[failure])
+        known = np.flatnonzero(y < 2)
+        learner = TiDALActiveLearner(
+            make_pipeline(scaler, net), X_training=X[known[:20]], y_training=y[known[:20]]
+        )
+        pipeline, steps = learner.estimator, list(learner.estimator.steps)
+        mean, scale = scaler.mean_.copy(), scaler.scale_.copy()
+        weights = {k: v.clone() for k, v in net.module_.state_dict().items()}
+        if fault == "label-outside-the-classes":
+            rows = np.flatnonzero(y == 2)[:5]
+        else:
+            rows, failure.armed = known[20:25], True
+        with pytest.raises((ValueError, RuntimeError), match=r"class\(es\) \[2\]|out of memory"):
+            learner.teach(X[rows], y[rows])
+        assert learner.estimator is pipeline and pipeline.steps == steps and steps[0][1] is scaler
+        np.testing.assert_array_equal(scaler.mean_, mean)
+        np.testing.assert_array_equal(scaler.scale_, scale)
+        assert scaler.n_samples_seen_ == 20
+        assert all(torch.equal(v, weights[k]) for k, v in net.module_.state_dict().items())
+        assert len(learner.X_training) == 20
 
     def test_plain_modal_learner_keeps_the_rows_of_a_failed_teach(self, data):
         """Why TiDALActiveLearner exists: modAL appends the rows before fitting."""

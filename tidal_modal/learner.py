@@ -1,5 +1,6 @@
 """A modAL ActiveLearner that loses nothing when teaching fails and queries exactly once."""
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -10,23 +11,42 @@ from modAL.utils.data import retrieve_rows
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 
+from .net import TiDALNetClassifier
 from .strategies import tidal_entropy
 from .validation import InputData
 
 __all__ = ["TiDALActiveLearner"]
 
 
+def _snapshot_estimator(estimator: BaseEstimator) -> list[tuple[BaseEstimator, dict]]:
+    """Copies of the attributes of ``estimator`` and of the estimators among its parameters
+    (a Pipeline's steps, ...), TiDAL nets aside: they restore themselves when their fit fails.
+
+    The parts themselves are not copied, only what each holds (``steps``, ``mean_``, ...):
+    putting the copies back into the same objects restores them for anyone who holds them.
+    """
+    nested = estimator.get_params(deep=True).values() if isinstance(estimator, BaseEstimator) else ()
+    parts = {id(part): part for part in [estimator, *nested] if isinstance(part, BaseEstimator)}
+    return [
+        (part, copy.deepcopy(part.__dict__, dict(parts)))  # the memo keeps every part by reference
+        for part in parts.values()
+        if not isinstance(part, TiDALNetClassifier)
+    ]
+
+
 class TiDALActiveLearner(ActiveLearner):
     """modAL's :class:`~modAL.models.ActiveLearner`, with TiDAL entropy as default strategy
-    and a ``teach`` that keeps the labeled data intact when fitting fails.
+    and a ``teach`` that keeps the labeled data and the model intact when fitting fails.
 
     modAL's ``teach`` appends the new rows to the training data *before* fitting, so a fit
     that raises leaves the learner holding data its model was never trained on, and calling
-    ``teach`` again after fixing the labels would add the rows twice. This learner restores
-    its training data when ``teach`` raises. The model itself is untouched by every error
-    that :class:`~tidal_modal.TiDALNetClassifier` foresees (it validates before changing
-    anything); an error in the middle of training (e.g. out of memory) leaves it partly
-    trained.
+    ``teach`` again after fixing the labels would add the rows twice. And a Pipeline refits its
+    first steps (e.g. a scaler) before its net can refuse the rows. When ``teach`` raises, this
+    learner restores its training data and its whole estimator: a
+    :class:`~tidal_modal.TiDALNetClassifier` restores itself (see
+    :mod:`tidal_modal.transaction`), the other estimators in it are restored from copies of
+    their attributes. (A ``KeyboardInterrupt`` inside the net's training loop does not raise:
+    as in skorch, training stops early and ``teach`` keeps the net trained so far.)
 
     Its ``query`` calls the strategy exactly once on either modAL release (modAL 0.4.2 calls
     a strategy a second time when it raises), and takes a pool held in a torch tensor on
@@ -64,7 +84,7 @@ class TiDALActiveLearner(ActiveLearner):
         super().__init__(estimator, query_strategy, *args, **kwargs)
 
     def teach(self, X: ArrayLike, y: ArrayLike, *args: Any, **kwargs: Any) -> None:
-        """Add ``X``, ``y`` to the training data and refit; on an error, restore the data and re-raise.
+        """Add ``X``, ``y`` to the training data and refit; on an error, restore the learner and re-raise.
 
         Parameters
         ----------
@@ -77,10 +97,14 @@ class TiDALActiveLearner(ActiveLearner):
         """
         # modAL builds new arrays when it appends, so keeping the references is a snapshot
         X_training, y_training = self.X_training, self.y_training
+        estimator = _snapshot_estimator(self.estimator)
         try:
             super().teach(X, y, *args, **kwargs)
         except BaseException:
             self.X_training, self.y_training = X_training, y_training
+            for part, attributes in estimator:
+                part.__dict__.clear()
+                part.__dict__.update(attributes)
             raise
 
     def query(self, X_pool: InputData, *args: Any, return_metrics: bool = False, **kwargs: Any) -> tuple:

@@ -1,6 +1,7 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,12 @@ from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_r
 from .modules import TiDALModule
 from .pool import is_sliceable, iter_slices, num_rows
 from .trajectory import Trajectory, TrajectoryRecorder
+from .transaction import fit_transaction
 from .validation import (
     InputData,
     Labels,
     check_finite_batch,
+    check_input_shape,
     check_n_outputs,
     check_predict_input,
     check_training_data,
@@ -114,10 +117,16 @@ class TiDALNetClassifier(NeuralNetClassifier):
     Notes
     -----
     Training data are validated before anything changes (see :mod:`tidal_modal.validation`):
-    a bad ``X`` or ``y`` raises ``ValueError`` / ``TypeError`` and leaves a fitted net as it
-    was, even with ``warm_start=False``. Float input of any precision is cast to the module's
-    dtype batch by batch; so are integer and boolean input, unless the module has an
-    embedding layer (its integer input are then indices).
+    a bad ``X`` or ``y`` raises ``ValueError`` / ``TypeError``. Any other error of ``fit`` /
+    ``partial_fit`` (the module refusing the data, memory running out, a callback that raises)
+    leaves a fitted net as it was too, even with ``warm_start=False``: weights, optimizer
+    state, history, training dynamics and trajectory (see :mod:`tidal_modal.transaction`). A
+    ``KeyboardInterrupt`` inside the training loop is the exception: as in skorch, it stops
+    training early and keeps the net trained so far.
+
+    Float input of any precision is cast to the module's dtype batch by batch; so are integer
+    and boolean input, unless the module has an embedding layer (its integer input are then
+    indices).
 
     Examples
     --------
@@ -172,7 +181,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return self
 
     def _materialize_lazy_parameters(self, X, y):
-        """Infer the TD head's (and any lazy layer's) shapes from two rows, then rebuild the optimizer."""
+        """Infer the TD head's (and any lazy layer's) shapes from two rows, then rebuild the optimizer.
+
+        A module that cannot take the rows fails here. If the net was fitted on rows of another
+        shape before (``input_shape_``, not yet updated), that is the error: a ``ValueError``
+        that names both shapes. Otherwise the module's own error goes on, with a note.
+        """
         if is_fitted(self):
             return
         dataset = self.get_dataset(X, y)
@@ -180,8 +194,20 @@ class TiDALNetClassifier(NeuralNetClassifier):
         batch = next(iter(self.get_iterator(Subset(dataset, range(min(2, len(dataset)))), training=False)))
         Xi, _ = unpack_data(batch)
         self._set_training(False)  # a dry pass must not move batch-norm statistics
-        with torch.no_grad():
-            self.infer(Xi)
+        try:
+            with torch.no_grad():
+                self.infer(Xi)
+        except (RuntimeError, ValueError) as error:
+            if not isinstance(error, torch.OutOfMemoryError):
+                try:
+                    check_input_shape(self, X)
+                except ValueError as mismatch:
+                    raise ValueError(
+                        f"{mismatch} The module cannot take them: {type(error).__name__}: {error}. Give "
+                        "the module an input size that matches the data, or preprocess the data as before."
+                    ) from error
+            error.add_note("(raised by the module's forward pass on the first two training rows)")
+            raise
         self.initialize_optimizer()
 
     # --- training -------------------------------------------------------------------------
@@ -190,7 +216,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Initialise the module (unless warm-starting) and train it, as in skorch.
 
         ``X`` and ``y`` are validated first, so that a bad input raises before skorch
-        re-initialises anything: a fitted net stays as it was.
+        re-initialises anything. Whatever raises, a fitted net stays as it was (see
+        :mod:`tidal_modal.transaction`); a ``KeyboardInterrupt`` inside the training loop
+        ends training early instead, as in skorch, and keeps the net trained so far.
 
         Parameters
         ----------
@@ -205,9 +233,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         -------
         self : TiDALNetClassifier
         """
-        X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
-        # skorch's fit calls partial_fit, which need not read the values of X a second time
-        return super().fit(X, y, _X_checked=True, **fit_params)
+        with fit_transaction(self):
+            X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
+            # skorch's fit calls partial_fit, which need neither read X again nor take a second snapshot
+            return super().fit(X, y, _from_fit=True, **fit_params)
 
     def partial_fit(
         self, X: InputData, y: Labels | None = None, classes: ArrayLike | None = None, **fit_params: Any
@@ -216,19 +245,23 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
         See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD
         recorded by a fit covers exactly that fit's epochs. The data are validated first, as
-        in :meth:`fit`; a label outside the net's classes is an error.
+        in :meth:`fit`; a label outside the net's classes is an error. As with :meth:`fit`, a
+        fitted net that fails to train stays as it was.
         """
-        X_checked = fit_params.pop("_X_checked", False)
-        X, y, net_classes = check_training_data(self, X, y, reset=not is_fitted(self), check_X=not X_checked)
-        if not self.initialized_:
-            self.initialize()
-        if net_classes is not None:
-            self.classes_inferred_ = net_classes
-        record_input_shape(self, X)
-        self._materialize_lazy_parameters(X, y)
-        if net_classes is not None:  # the module's width is known now
-            check_n_outputs(self, net_classes)
-        return super().partial_fit(X, y, classes=classes, **fit_params)
+        from_fit = fit_params.pop("_from_fit", False)
+        with nullcontext() if from_fit else fit_transaction(self):
+            X, y, net_classes = check_training_data(
+                self, X, y, reset=not is_fitted(self), check_X=not from_fit
+            )
+            if not self.initialized_:
+                self.initialize()
+            if net_classes is not None:
+                self.classes_inferred_ = net_classes
+            self._materialize_lazy_parameters(X, y)  # reads the input_shape_ of the fit before
+            record_input_shape(self, X)
+            if net_classes is not None:  # the module's width is known now
+                check_n_outputs(self, net_classes)
+            return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def check_data(self, X: InputData, y: Labels | None) -> None:
         """As in skorch, but keep the classes settled by :meth:`partial_fit`.

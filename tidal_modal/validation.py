@@ -30,6 +30,7 @@ __all__ = [
     "InvalidParameterError",
     "Labels",
     "check_finite_batch",
+    "check_input_shape",
     "check_n_outputs",
     "check_positive_int",
     "check_predict_input",
@@ -131,8 +132,16 @@ def _check_X(X, net, input_name, finite=True):
     )
 
 
-def _check_input_shape(net, X, input_name):
-    """Compare the shape of the rows of ``X`` with the training data's (``input_shape_``)."""
+def check_input_shape(net: Any, X: InputData, input_name: str = "X") -> None:
+    """Check that the rows of ``X`` have the shape of the training data's (``input_shape_``).
+
+    Nothing is checked before a fit, nor for input whose rows are unknown without reading them.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, naming both.
+    """
     expected = getattr(net, "input_shape_", None)
     if expected is None or _rows_unknown(X):
         return
@@ -195,7 +204,7 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputD
     # rows read by slicing are checked for NaN batch by batch as they are scored (check_finite_batch):
     # a second pass over a large (memory-mapped) pool would cost as much as reading it again
     X = _check_X(X, net, input_name, finite=not is_sliceable(X))
-    _check_input_shape(net, X, input_name)
+    check_input_shape(net, X, input_name)
     return X
 
 
@@ -345,7 +354,7 @@ def check_training_data(
     if check_X:
         X = _check_X(X, net, "X")
     if not reset:
-        _check_input_shape(net, X, "X")
+        check_input_shape(net, X, "X")
     if y is None:
         if not is_dataset(X):
             raise ValueError("y is required: pass the labels, or a Dataset that yields (X, y) as X.")
