@@ -204,6 +204,10 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
     directions, ends = trajectory.directions(n_checkpoints, normalize)
     directions = directions.to(device=params.device, dtype=params.dtype)  # [T, K, d+1]
     ends = ends.to(device=params.device, dtype=params.dtype)
+    # current weights: p is the same at every checkpoint, so only the summed direction enters
+    # (label_influence's first case), split so that no column of ones is appended per batch
+    summed = directions.sum(dim=0)  # [K, d+1]
+    weight_dir, bias_dir = (summed[:, :-1], summed[:, -1]) if trajectory.has_bias else (summed, None)
     captured = []
     handle = layer.register_forward_hook(lambda module, args, out: captured.append((args[0], out)))
     scores = []
@@ -220,25 +224,27 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
                     f"The trajectory's layer {trajectory.layer!r} receives input of shape "
                     f"{tuple(h.shape)}; DISAL's closed form needs [batch, features]."
                 )
-            if trajectory.has_bias:
-                h = torch.cat([h, h.new_ones((len(h), 1))], dim=1)
             proba = torch.softmax(z, dim=1)
-            if heads == "checkpoint":  # the stored layer at each checkpoint, on today's features
+            if heads == "current":
+                v = h @ weight_dir.T if bias_dir is None else torch.addmm(bias_dir, h, weight_dir.T)
+                influence = (proba * v).sum(dim=1, keepdim=True) - v  # [b, K], as label_influence
+            else:  # the stored layer at each checkpoint, on today's features
+                if trajectory.has_bias:
+                    h = torch.cat([h, h.new_ones((len(h), 1))], dim=1)
                 proba_t = torch.softmax(torch.einsum("nd,tkd->tnk", h, ends), dim=2)
-            influence = label_influence(h, proba if heads == "current" else proba_t, directions)  # [b, K]
+                influence = label_influence(h, proba_t, directions)  # [b, K]
             if target == "expected":  # E_{y ~ p} |s_y|: the signed expectation is 0 in closed form
                 score = (proba * influence.abs()).sum(dim=1)
             else:
                 if target == "pseudo":
-                    q = torch.nn.functional.one_hot(z.argmax(dim=1), z.shape[1]).to(proba.dtype)
+                    score = influence.gather(1, z.argmax(dim=1, keepdim=True)).squeeze(1)
                 else:
                     if not isinstance(output, (tuple, list)) or len(output) < 2:
                         raise ValueError(
                             "target='td' needs a net with a TD head (TiDALNetClassifier) whose "
                             "module returns (logits, td_logits)."
                         )
-                    q = torch.softmax(output[1].to(proba.dtype), dim=1)
-                score = (influence * q).sum(dim=1)
+                    score = (influence * torch.softmax(output[1].to(proba.dtype), dim=1)).sum(dim=1)
                 score = score.abs() if sign == "magnitude" else (-score if sign == "negated" else score)
             scores.append(score.cpu())
     finally:
