@@ -74,12 +74,12 @@ class TestStreamingEqualsBatch:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import FunctionTransformer
 
-        from tidal_modal import strategies
+        from tidal_modal import measures
 
         data, _ = pool
         pipe = make_pipeline(FunctionTransformer(lambda X: X * 1.0), fitted)
         whole = indices_of(tidal_margin(pipe, data, 10))
-        monkeypatch.setattr(strategies, "TRANSFORM_CHUNK_ROWS", 96)  # 11 chunks, ragged last one
+        monkeypatch.setattr(measures, "TRANSFORM_CHUNK_ROWS", 96)  # 11 chunks, ragged last one
         np.testing.assert_array_equal(indices_of(tidal_margin(pipe, data, 10)), whole)
 
     @pytest.mark.parametrize("strategy", [tidal_entropy, tidal_margin])
