@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from .pool import iter_slices
 from .scores import label_influence, td_entropy, td_margin
-from .trajectory import TrajectoryRecorder, classifier_module, layer_parameters
+from .trajectory import TrajectoryRecorder, classifier_module
 from .validation import InputData, check_positive_int
 
 __all__ = ["classifier_dynamic_influence", "classifier_td_entropy", "classifier_td_margin"]
@@ -181,7 +181,10 @@ def _influence_estimator(transform, net):
             f"The trajectory was recorded on a layer {trajectory.layer!r} that this net's module "
             "does not have (checkpoints from another architecture?); fit the net again."
         ) from None
-    shape = tuple(layer_parameters(layer).shape)
+    weight = getattr(layer, "weight", None)
+    if weight is None or weight.dim() != 2:
+        raise ValueError(f"The trajectory's layer {trajectory.layer!r} has no 2-D weight; fit the net again.")
+    shape = (weight.shape[0], weight.shape[1] + (getattr(layer, "bias", None) is not None))
     if shape != tuple(trajectory.start.shape):
         raise ValueError(
             f"The trajectory was recorded on a layer {trajectory.layer!r} of shape "
