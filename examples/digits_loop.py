@@ -41,7 +41,6 @@ def run(strategy, cycles=8, initial=50, query=50, epochs=40, seed=0):
     torch.manual_seed(seed)  # the same initial weights for every strategy
     net = TiDALNetClassifier(
         MLP,
-        classes=list(range(10)),  # a small initial set may miss a class
         max_epochs=epochs,
         lr=0.05,
         optimizer=torch.optim.SGD,

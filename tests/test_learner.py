@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from modAL.models import ActiveLearner
+from modAL.models import ActiveLearner, Committee
 from sklearn.datasets import make_blobs
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 from torch import nn
 
-from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_margin
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
+
+from .models import MLP
 
 pytestmark = pytest.mark.modal
 
@@ -120,6 +122,47 @@ class TestTeach:
         learner.teach(X[rows], y[rows])
         assert len(learner.X_training) == 25
         assert len(learner.estimator.history) == 2 * n_epochs  # warm start: the history goes on
+
+
+class TestClassesFromTheModule:
+    """modAL's habits without ``classes=``: the first labeled sets miss classes."""
+
+    @staticmethod
+    def start(y, classes, n=12, offset=0):
+        return np.concatenate([np.flatnonzero(y == c)[offset : offset + n // len(classes)] for c in classes])
+
+    def test_committee_on_starts_that_miss_classes(self, digits):
+        X, y = digits
+        members = [
+            TiDALActiveLearner(
+                TiDALNetClassifier(MLP, max_epochs=3, lr=0.05, verbose=0),
+                X_training=X[self.start(y, labels)],
+                y_training=y[self.start(y, labels)],
+            )
+            for labels in ([0, 1, 2], [3, 4])  # each member misses most classes, and the other's
+        ]
+        committee = Committee(members, query_strategy=tidal_entropy)
+        for member in members:
+            assert np.asarray(member.estimator.classes_).tolist() == list(range(10))
+        idx, _ = committee.query(X[500:], n_instances=5)
+        committee.teach(X[500:][idx], y[500:][idx])
+        assert committee.predict_proba(X[:20]).shape == (20, 10)
+        assert all(
+            len(member.y_training) == len(self.start(y, labels)) + 5
+            for member, labels in zip(members, ([0, 1, 2], [3, 4]), strict=True)
+        )
+
+    def test_teach_only_new_without_warm_start(self, digits):
+        X, y = digits
+        first = self.start(y, [0, 1, 2, 3, 4])
+        net = TiDALNetClassifier(MLP, max_epochs=20, lr=0.05, verbose=0)
+        learner = TiDALActiveLearner(net, X_training=X[first], y_training=y[first])
+        sevens = self.start(y, [7], n=6, offset=20)
+        learner.teach(X[sevens], y[sevens], only_new=True)  # a fresh fit on a single class
+        assert np.asarray(net.classes_).tolist() == list(range(10))
+        assert net.training_dynamics_.shape == (6, 10)
+        assert (net.predict(X[y == 7][:30]) == 7).all()  # what the refit on sevens alone learned
+        assert len(learner.y_training) == len(first) + 6
 
 
 class TestQuery:

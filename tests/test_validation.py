@@ -192,12 +192,12 @@ class TestLabels:
         [
             (lambda y: np.where(y == 0, np.nan, y), "NaN"),
             (lambda y: np.array(["a", "b", "c"])[y], "LabelEncoder"),
-            (lambda y: y + 1, "0..C-1 without gaps"),
-            (lambda y: np.zeros_like(y), "single class"),
+            (lambda y: y + 1, r"class\(es\) \[3\], but the module outputs 3 logits \(classes 0..2\)"),
+            (lambda y: y - 1, r"class indices 0..C-1, got the label\(s\) \[-1\]"),
             (lambda y: y + 0.5, "Unknown label type"),
             (lambda y: y[:-1], "inconsistent numbers of samples"),
         ],
-        ids=["nan", "strings", "not-from-0", "single-class", "continuous", "length"],
+        ids=["nan", "strings", "above-width", "negative", "continuous", "length"],
     )
     def test_bad_y_raises_and_keeps_the_fitted_net(self, fresh_fit, transform, match):
         net, X, y = fresh_fit
@@ -232,10 +232,28 @@ class TestLabels:
         with pytest.raises(ValueError, match="must be the class indices 0..C-1"):
             make_net(classes=["a", "b", "c"]).fit(X, y)
 
-    def test_module_width_must_match_the_classes(self):
+    def test_classes_come_from_the_module_width(self):
         X, y = blobs(n_classes=2)
-        with pytest.raises(ValueError, match=r"outputs 3 logits.*classes=list\(range\(3\)\)"):
-            make_net().fit(X, y)  # a cycle-0 set that misses class 2, classes not declared
+        net = make_net().fit(X, y)  # a cycle-0 set that misses class 2, classes not declared
+        assert np.asarray(net.classes_).tolist() == [0, 1, 2]
+        assert net.predict_proba(X).shape == (60, 3)
+        assert net.training_dynamics_.shape == (60, 3)
+
+    def test_a_single_labeled_class_is_enough(self):
+        X, y = blobs()
+        net = make_net().fit(X[y == 1], y[y == 1])
+        assert np.asarray(net.classes_).tolist() == [0, 1, 2]
+        assert (net.predict(X[y == 1]) == 1).mean() > 0.9
+
+    def test_declared_classes_must_match_the_module_width(self):
+        X, y = blobs(n_classes=2)
+        with pytest.raises(ValueError, match=r"outputs 3 logits, but the net knows 2 classes"):
+            make_net(classes=[0, 1]).fit(X, y)
+
+    def test_a_module_with_one_logit(self):
+        X, y = blobs(n_classes=2)
+        with pytest.raises(ValueError, match="outputs 1 logit; TiDALNetClassifier needs one logit per class"):
+            make_net(module__n_classes=1).fit(X, y)
 
     def test_undeclared_new_class_with_warm_start(self):
         X, y = blobs()
@@ -249,8 +267,8 @@ class TestLabels:
         X, y = blobs()
         net = make_net(module__n_classes=2).fit(X[y < 2], y[y < 2])
         before = snapshot(net)
-        with pytest.raises(ValueError, match="outputs 2 logits, but the net knows 3 classes"):
-            net.fit(X, y)  # caught before skorch re-initialises the fitted module
+        with pytest.raises(ValueError, match=r"class\(es\) \[2\], but the module outputs 2 logits"):
+            net.fit(X, y)
         assert_unchanged(net, before)
 
     def test_warm_start_keeps_the_classes_when_a_cycle_misses_one(self, fresh_fit):

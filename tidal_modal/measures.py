@@ -92,8 +92,8 @@ def _predict_td(classifier, X, return_proba=False):
         outputs = [(out,) for out in outputs]
     if len({out[0].shape for out in outputs}) > 1:
         raise ValueError(
-            "The Committee's members predict different numbers of classes; declare the same "
-            "classes=[...] for every member."
+            "The Committee's members predict different numbers of classes; give every member's "
+            "module the same number of outputs."
         )
     means = tuple(np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
     return means if return_proba else means[0]

@@ -28,6 +28,7 @@ from .validation import (
     check_n_outputs,
     check_predict_input,
     check_training_data,
+    classes_from_width,
     is_fitted,
     record_input_shape,
 )
@@ -90,12 +91,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
     td_hidden : int, default=128
         Width of each TD-head branch.
     classes : array-like or None, default=None
-        skorch's parameter: declare the classes ``0..C-1`` up front when the labeled data may
-        not contain every class yet (an active-learning loop's first cycles often miss rare
-        classes). Without it the classes are the labels of the first fit, must be ``0..C-1``
-        without gaps, and stay fixed while the net is warm-started: a class first seen in a
-        later cycle is then an error that says so. Either way the module must output one
-        logit per class.
+        skorch's parameter. Without it the net has one class per output of the module,
+        ``0 .. n_outputs - 1``, whether or not the labeled data contain them all yet (an
+        active-learning loop's first cycles often miss rare classes); labels must be class
+        indices below the module's width. Declared, they must be ``0..C-1`` and the module must
+        output one logit per class. Either way the classes stay fixed while the net is
+        warm-started.
     criterion, train_split, **kwargs
         As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
 
@@ -255,12 +256,14 @@ class TiDALNetClassifier(NeuralNetClassifier):
             )
             if not self.initialized_:
                 self.initialize()
-            if net_classes is not None:
-                self.classes_inferred_ = net_classes
             self._materialize_lazy_parameters(X, y)  # reads the input_shape_ of the fit before
             record_input_shape(self, X)
-            if net_classes is not None:  # the module's width is known now
+            # the module's width is known now: it checks declared classes, or gives them
+            if net_classes is None:
+                net_classes = classes_from_width(self, y)
+            if net_classes is not None:
                 check_n_outputs(self, net_classes)
+                self.classes_inferred_ = net_classes
             return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def check_data(self, X: InputData, y: Labels | None) -> None:

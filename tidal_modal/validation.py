@@ -35,6 +35,7 @@ __all__ = [
     "check_positive_int",
     "check_predict_input",
     "check_training_data",
+    "classes_from_width",
     "is_fitted",
     "record_input_shape",
 ]
@@ -269,8 +270,45 @@ def check_n_outputs(net: Any, classes: ArrayLike) -> None:
         )
 
 
+def classes_from_width(net: Any, y: np.ndarray | None) -> np.ndarray:
+    """The classes of a net that neither declares them nor knows them from an earlier fit:
+    one per logit of its (just materialised) module, ``0 .. n_outputs - 1``.
+
+    An active-learning loop's first labeled sets often miss classes; the module's output width
+    says how many there are, as it does for skorch's own loss.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+        With a materialised module.
+    y : ndarray of int64 or None
+        The labels of the fit (``None`` when they are inside a Dataset).
+
+    Raises
+    ------
+    ValueError
+        If the module has fewer than 2 outputs, or a label is not below its width.
+    """
+    n_outputs = _n_outputs(net)
+    if n_outputs is None:  # not materialised: fall back on the labels themselves
+        return np.unique(y) if y is not None else None
+    if n_outputs < 2:
+        raise ValueError(
+            f"The module outputs {n_outputs} logit; TiDALNetClassifier needs one logit per class "
+            "(at least 2), also for a binary task."
+        )
+    if y is not None and len(y) and y.max() >= n_outputs:
+        outside = np.unique(y[y >= n_outputs]).tolist()
+        raise ValueError(
+            f"y contains the class(es) {outside}, but the module outputs {n_outputs} logits (classes "
+            f"0..{n_outputs - 1}). Give the module one output per class, or fix the labels."
+        )
+    return np.arange(n_outputs)
+
+
 def _check_labels(net, y, n_samples, reset):
-    """``y`` as int64 class indices, and the classes the net will know after this fit."""
+    """``y`` as int64 class indices, and the classes the net will know after this fit (``None``:
+    not known before the module is built, see :func:`classes_from_width`)."""
     y = to_numpy(y) if isinstance(y, torch.Tensor) else y
     y = column_or_1d(np.asarray(y), warn=True)
     check_consistent_length(np.empty(n_samples), y)
@@ -292,18 +330,13 @@ def _check_labels(net, y, n_samples, reset):
     elif known is not None:
         classes, source = known, "the classes the net was fitted on (warm start)"
     else:
-        if len(labels) < 2:
+        # neither declared nor known: the module's width decides (see classes_from_width)
+        if labels[0] < 0:
             raise ValueError(
-                f"y contains a single class ({labels[0]}): a classifier needs at least 2. Label "
-                "samples of another class, or declare all classes up front with classes=[...]."
+                f"y must hold class indices 0..C-1, got the label(s) {labels[labels < 0].tolist()}. "
+                "Encode other labels with sklearn.preprocessing.LabelEncoder."
             )
-        if not np.array_equal(labels, np.arange(len(labels))):
-            raise ValueError(
-                f"y must hold class indices 0..C-1 without gaps, got the labels {labels.tolist()}. If "
-                "some classes have no labeled sample yet, declare them all up front with "
-                "classes=list(range(C)); encode other labels with sklearn.preprocessing.LabelEncoder."
-            )
-        classes, source = labels, None
+        return y, None
     new = np.setdiff1d(labels, classes)
     if len(new):
         hint = (
@@ -342,9 +375,9 @@ def check_training_data(
     X : the input, converted only where needed (lists, DataFrames, object arrays)
     y : ndarray of int64 or None
     classes : ndarray or None
-        The classes the net knows after this fit (``None`` when ``y`` is inside a Dataset).
-        Unless declared with ``classes=``, they are the labels of a fresh fit, and they stay
-        fixed while the net is warm-started, so that a class first seen later is an error.
+        The classes the net knows after this fit: the declared ones, or while warm-starting
+        those of the first fit (a class first seen later is an error). ``None`` when the module
+        decides (:func:`classes_from_width`, once it is built).
 
     Raises
     ------
