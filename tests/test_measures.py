@@ -3,13 +3,20 @@
 import numpy as np
 import pytest
 import torch
+from modAL.uncertainty import classifier_entropy, classifier_uncertainty
+from modAL.utils.combination import make_linear_combination, make_product
 from skorch import NeuralNetClassifier
 from torch import nn
 from torch.func import grad, vmap
 from torch.nn import functional as F
 
-from tidal_modal import TiDALNetClassifier, label_influence
-from tidal_modal.measures import classifier_dynamic_influence
+from tidal_modal import TiDALNetClassifier, label_influence, tidal_margin
+from tidal_modal.measures import (
+    classifier_dynamic_influence,
+    classifier_td_entropy,
+    classifier_td_margin,
+    classifier_td_margin_uncertainty,
+)
 
 from .models import MLP
 
@@ -159,6 +166,54 @@ class TestMeasureOnATrainedNet:
             rtol=1e-4,
             atol=1e-6,
         )
+
+
+class TestComposableMeasures:
+    """The TD measures as modAL's combination tools and stream-based sampling take them."""
+
+    def test_margin_uncertainty_by_hand(self, fitted):
+        net, X = fitted
+        td, yhat = net.predict_td(X), net.predict_proba(X).argmax(1)
+        at_label = td[np.arange(len(X)), yhat]
+        others = np.where(np.eye(td.shape[1], dtype=bool)[yhat], -np.inf, td).max(1)
+        expected = (1 - (at_label - others)) / 2
+        np.testing.assert_allclose(classifier_td_margin_uncertainty(net, X), expected, rtol=1e-6)
+        assert (expected >= 0).all() and (expected <= 1).all()
+
+    def test_margin_uncertainty_ranks_as_tidal_margin(self, fitted):
+        net, X = fitted
+        idx = tidal_margin(net, X, n_instances=10)
+        idx = idx[0] if isinstance(idx, tuple) else idx
+        top = np.argsort(-classifier_td_margin_uncertainty(net, X), kind="stable")[:10]
+        assert sorted(idx.tolist()) == sorted(top.tolist())
+
+    def test_products_and_sums_stay_finite(self, fitted):
+        net, X = fitted
+        assert (classifier_td_margin(net, X) < 0).any()  # the raw margin: a square root of it is NaN
+        product = make_product(
+            classifier_td_entropy,
+            classifier_td_margin_uncertainty,
+            classifier_uncertainty,
+            exponents=[0.5, 0.5, 1],
+        )(net, X)
+        combination = make_linear_combination(
+            classifier_td_entropy, classifier_td_margin_uncertainty, classifier_entropy, weights=[1, 2, 0.5]
+        )(net, X)
+        assert np.isfinite(product).all() and (product >= 0).all()
+        np.testing.assert_allclose(
+            combination,
+            classifier_td_entropy(net, X)
+            + 2 * classifier_td_margin_uncertainty(net, X)
+            + 0.5 * classifier_entropy(net, X),
+            rtol=1e-6,
+        )
+
+    def test_one_row_at_a_time(self, fitted):
+        """Stream-based sampling scores rows one by one; the same values as on the whole pool."""
+        net, X = fitted
+        whole = classifier_td_entropy(net, X)
+        single = np.concatenate([classifier_td_entropy(net, X[i : i + 1]) for i in range(5)])
+        np.testing.assert_allclose(single, whole[:5], rtol=1e-5)
 
 
 class TestErrors:

@@ -1,6 +1,12 @@
 """tidal-modal: TiDAL (Training Dynamics for Active Learning) for skorch and modAL."""
 
 from .learner import TiDALActiveLearner
+from .measures import (
+    classifier_dynamic_influence,
+    classifier_td_entropy,
+    classifier_td_margin,
+    classifier_td_margin_uncertainty,
+)
 from .net import TiDALNetClassifier
 from .scores import label_influence, td_entropy, td_margin
 from .strategies import disal, tidal_entropy, tidal_margin
@@ -12,6 +18,10 @@ __all__ = [
     "TiDALActiveLearner",
     "TiDALNetClassifier",
     "TrajectoryRecorder",
+    "classifier_dynamic_influence",
+    "classifier_td_entropy",
+    "classifier_td_margin",
+    "classifier_td_margin_uncertainty",
     "disal",
     "label_influence",
     "td_entropy",

@@ -1,14 +1,18 @@
-"""modAL's middle layer: a measure of every row of ``X`` on an estimator (higher = query first,
-except the margin).
+"""modAL's middle layer: a measure of every row of ``X`` on an estimator.
 
 Each measure takes what a modAL query strategy is given (an estimator, a Pipeline ending in
 one, a modAL learner or a ``Committee``) and returns one number per row; the strategies in
 :mod:`tidal_modal.strategies` rank them. The math lives in :mod:`tidal_modal.scores`.
 
-- :func:`classifier_td_entropy`, :func:`classifier_td_margin`: TiDAL, on the estimator's public
-  ``predict_td``.
+- :func:`classifier_td_entropy`, :func:`classifier_td_margin_uncertainty`: TiDAL's two scores
+  on the estimator's public ``predict_td``, as *uncertainties*: non-negative, higher = more
+  uncertain, so they compose with modAL's ``make_product`` / ``make_linear_combination`` and
+  its own ``classifier_uncertainty`` / ``classifier_entropy``, and feed stream-based sampling.
+- :func:`classifier_td_margin`: the raw TD margin, the paper's quantity (in ``[-1, 1]``, lower
+  = more uncertain; negative where the classifier and the predicted TD disagree).
 - :func:`classifier_dynamic_influence`: DISAL, on a skorch net's recorded
-  :class:`~tidal_modal.trajectory.Trajectory` and one forward pass.
+  :class:`~tidal_modal.trajectory.Trajectory` and one forward pass (non-negative with the
+  default ``sign="magnitude"``).
 """
 
 import numpy as np
@@ -21,7 +25,12 @@ from .scores import label_influence, td_entropy, td_margin
 from .trajectory import TrajectoryRecorder, classifier_module
 from .validation import InputData, check_positive_int
 
-__all__ = ["classifier_dynamic_influence", "classifier_td_entropy", "classifier_td_margin"]
+__all__ = [
+    "classifier_dynamic_influence",
+    "classifier_td_entropy",
+    "classifier_td_margin",
+    "classifier_td_margin_uncertainty",
+]
 
 
 def _split_estimator(classifier):
@@ -135,6 +144,37 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     """
     td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
+
+
+def classifier_td_margin_uncertainty(classifier: BaseEstimator, X: InputData) -> np.ndarray:
+    """TiDAL's margin score as an uncertainty: ``(1 - M) / 2`` in ``[0, 1]``, higher = more uncertain.
+
+    ``M`` is :func:`classifier_td_margin`; the map is decreasing, so ranking by this measure is
+    ranking by TiDAL's margin (``tidal_margin`` queries the same rows). Unlike ``M`` it is
+    never negative, so products and powers of it (modAL's ``make_product``) stay finite.
+
+    Parameters
+    ----------
+    classifier : estimator with ``predict_td``, Pipeline ending in one, modAL learner or Committee
+    X : array-like, tensor or Dataset
+        Rows to score.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    With modAL's composition tools, e.g. TD margin times the classifier's own uncertainty:
+
+    >>> from modAL.uncertainty import classifier_uncertainty
+    >>> from modAL.utils.combination import make_product, make_query_strategy
+    >>> td_times_snapshot = make_query_strategy(
+    ...     make_product(classifier_td_margin_uncertainty, classifier_uncertainty),
+    ...     selector=lambda scores: scores.argsort()[::-1][:10],
+    ... )
+    """
+    return (1.0 - classifier_td_margin(classifier, X)) / 2.0
 
 
 # --- DISAL: dynamic influence along the recorded trajectory ---------------------------------
