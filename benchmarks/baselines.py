@@ -20,6 +20,7 @@ from skorch.dataset import unpack_data
 from torch import nn
 
 from tidal_modal import disal, tidal_entropy, tidal_margin
+from tidal_modal.batch import tidal_ranked_batch
 from tidal_modal.modules import last_linear_name
 from tidal_modal.strategies import MODAL_RETURNS_METRICS, select_top_k
 
@@ -202,6 +203,7 @@ STRATEGIES = {
     "tidal_entropy": tidal_entropy,
     "tidal_margin": tidal_margin,
     "disal": disal,
+    "tidal_batch": tidal_ranked_batch,
 }
 
 

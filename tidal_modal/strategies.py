@@ -89,9 +89,11 @@ def _query(
     pool_subset,
     random_state,
     members=_td_members,
+    select=None,
 ):
     """Score (a random subset of) ``X_pool`` with ``uncertainty(classifier, X)`` and return the top
-    ``n_instances`` in modAL's convention; ``members(classifier)`` checks the estimator first."""
+    ``n_instances`` in modAL's convention; ``members(classifier)`` checks the estimator first.
+    ``select(scores, n_instances, rng)``, if given, picks the rows instead of the top-k."""
     n_instances = check_positive_int(n_instances, "n_instances")
     members(classifier)  # fail on a wrong estimator before any work
     rng = check_random_state(random_state)
@@ -118,7 +120,10 @@ def _query(
             "The scores of the pool contain NaN or inf: the network's outputs are not finite "
             "(diverged training, or non-finite values in X_pool). Check the data and the learning rate."
         )
-    top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
+    if select is None:
+        top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
+    else:
+        top = select(scores, n_instances, rng)
     indices = top if candidates is None else candidates[top]
     if MODAL_RETURNS_METRICS:
         return indices, scores[top]
