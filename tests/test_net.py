@@ -335,3 +335,28 @@ class TestCuda:
         restored = pickle.loads(pickle.dumps(net))
         assert restored.dynamics_.sums.device.type == "cpu"
         np.testing.assert_allclose(restored.predict_td(X[200:260]), td, rtol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a GPU")
+class TestDeviceWithoutGPU:
+    def test_fit_and_initialize_name_the_problem_and_the_fix(self, digits):
+        X, y = digits
+        for call in (
+            lambda net: net.fit(X[:50], y[:50]),
+            lambda net: net.initialize(),
+        ):
+            net = TiDALNetClassifier(MLP, device="cuda", max_epochs=1, verbose=0)
+            with pytest.raises(
+                ValueError, match=r"device='cuda', but this torch .* built without CUDA.*device='cpu'"
+            ):
+                call(net)
+
+    def test_a_fitted_net_moved_to_cuda_stays_fitted(self, digits):
+        X, y = digits
+        net = TiDALNetClassifier(MLP, max_epochs=1, verbose=0).fit(X[:50], y[:50])
+        proba = net.predict_proba(X[:10])
+        net.set_params(device="cuda")
+        with pytest.raises(ValueError, match="device='cuda'"):
+            net.fit(X[:50], y[:50])
+        net.set_params(device="cpu")
+        np.testing.assert_array_equal(net.predict_proba(X[:10]), proba)

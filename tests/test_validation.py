@@ -196,8 +196,9 @@ class TestLabels:
             (lambda y: y - 1, r"class indices 0..C-1, got the label\(s\) \[-1\]"),
             (lambda y: y + 0.5, "Unknown label type"),
             (lambda y: y[:-1], "inconsistent numbers of samples"),
+            (lambda y: np.eye(3)[y], r"one column per class \(one-hot.*pass y.argmax\(axis=1\)"),
         ],
-        ids=["nan", "strings", "above-width", "negative", "continuous", "length"],
+        ids=["nan", "strings", "above-width", "negative", "continuous", "length", "one-hot"],
     )
     def test_bad_y_raises_and_keeps_the_fitted_net(self, fresh_fit, transform, match):
         net, X, y = fresh_fit

@@ -23,6 +23,7 @@ from .transaction import fit_transaction
 from .validation import (
     InputData,
     Labels,
+    check_device,
     check_finite_batch,
     check_input_shape,
     check_n_outputs,
@@ -175,6 +176,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def initialize_module(self) -> "TiDALNetClassifier":
         """Build the user's module (skorch-style) and attach the TD head to it."""
+        check_device(self.device)  # before skorch moves anything there
         super().initialize_module()
         self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
         # a new module has no path yet; also what load_params(f_trajectory=...) loads into

@@ -29,6 +29,7 @@ __all__ = [
     "InputData",
     "InvalidParameterError",
     "Labels",
+    "check_device",
     "check_finite_batch",
     "check_input_shape",
     "check_n_outputs",
@@ -224,6 +225,41 @@ def check_finite_batch(batch: torch.Tensor, input_name: str = "X") -> None:
         raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a ``device`` that this machine cannot use, with the fix, before anything is built.
+
+    Without it torch fails later and obscurely (``AssertionError: Torch not compiled with CUDA
+    enabled``).
+
+    Raises
+    ------
+    ValueError
+        For a CUDA device without a usable GPU (a CPU-only torch, or no GPU found) or one
+        beyond the GPUs found, and for an unavailable MPS device.
+    """
+    if device is None:
+        return
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch ({torch.__version__}) is built without CUDA"
+                if torch.version.cuda is None
+                else "torch finds no usable NVIDIA GPU (torch.cuda.is_available() is False)"
+            )
+            raise ValueError(
+                f"device={str(device)!r}, but {why}. Use device='cpu' here, or run on a machine with "
+                "an NVIDIA GPU and a CUDA build of torch."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r}, but torch finds {torch.cuda.device_count()} GPU(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})."
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}, but MPS is not available here; use device='cpu'.")
+
+
 def _declared_classes(net):
     if net.classes is None or not len(net.classes):
         return None
@@ -309,8 +345,13 @@ def classes_from_width(net: Any, y: np.ndarray | None) -> np.ndarray:
 def _check_labels(net, y, n_samples, reset):
     """``y`` as int64 class indices, and the classes the net will know after this fit (``None``:
     not known before the module is built, see :func:`classes_from_width`)."""
-    y = to_numpy(y) if isinstance(y, torch.Tensor) else y
-    y = column_or_1d(np.asarray(y), warn=True)
+    y = np.asarray(to_numpy(y) if isinstance(y, torch.Tensor) else y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(
+            f"y has shape {y.shape}: one column per class (one-hot or soft labels?). "
+            "TiDALNetClassifier takes one class index per row: pass y.argmax(axis=1)."
+        )
+    y = column_or_1d(y, warn=True)
     check_consistent_length(np.empty(n_samples), y)
     if y.dtype.kind not in "biuf":
         raise ValueError(
