@@ -15,6 +15,7 @@ headline numbers) to the output directory.
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from tidal_modal import td_entropy  # noqa: E402
 
+from .cli import HelpFormatter
 from .datasets import load_dataset  # noqa: E402
 from .protocol import ALConfig, initial_indices, make_net  # noqa: E402
 
@@ -148,12 +150,12 @@ def _mean_std(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
-def main(argv=None):
-    """Run both analyses and write their numbers and plots."""
+def build_parser():
+    """The command line of ``python -m benchmarks.fidelity``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fidelity",
         description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--kl-dataset", default="mnist5k", help="dataset of the KL analysis")
     parser.add_argument("--kl-labeled", type=int, default=1000, help="training rows of the KL analysis")
@@ -161,12 +163,22 @@ def main(argv=None):
         "--imbalanced-dataset", default="mnist5k-ir100", help="long-tail dataset of the AUROC"
     )
     parser.add_argument("--auroc-labeled", type=int, default=300, help="labeled pool rows before scoring")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--backbone", default="mlp", choices=["mlp", "cnn", "resnet18"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(5)))
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per fit")
+    parser.add_argument("--backbone", default="mlp", choices=["mlp", "cnn", "resnet18"], help="classifier")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(5)), help="one run per seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results" / "fidelity")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "fidelity",
+        help="where the CSVs, plots and JSON go (the committed results: benchmarks/results/fidelity)",
+    )
+    return parser
+
+
+def main(argv=None):
+    """Run both analyses and write their numbers and plots."""
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 

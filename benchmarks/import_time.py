@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import HelpFormatter
+
 DEFAULT_OUTPUT = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "import_time.json"
 # extras and benchmark-only packages (not tabulate: skorch prints its epoch tables with it)
 OPTIONAL = (
@@ -49,16 +51,21 @@ def one_import(module):
     return dict(per_package), done.stdout.split()
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of ``python -m benchmarks.import_time``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.import_time",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes; the median is kept")
     parser.add_argument("--module", default="tidal_modal", help="the module to import")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
 
     runs = [one_import(args.module) for _ in range(args.repeats)]
     packages = sorted({name for times, _ in runs for name in times})

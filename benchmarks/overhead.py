@@ -56,6 +56,7 @@ from tidal_modal.modules import TiDALModule
 from tidal_modal.strategies import select_top_k
 
 from .backbones import MLP, SmallCNN
+from .cli import HelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
@@ -547,23 +548,39 @@ def plot_scaling(rows, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+def build_parser():
+    """The command line of ``python -m benchmarks.overhead``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead",
+        description=__doc__.splitlines()[0],
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--repeats", type=int, default=9, help="repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one: steadier times)")
     parser.add_argument("--n-train", type=int, default=4000, help="rows for the fit measurement")
     parser.add_argument("--epochs", type=int, default=3, help="epochs for the fit measurement")
     parser.add_argument("--n-pool", type=int, default=20000, help="pool rows for the query measurement")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10**4, 10**5, 10**6], help="scaling sizes")
     parser.add_argument("--subset", type=int, default=10000, help="pool_subset also measured at each size")
-    parser.add_argument("--scratch-dir", default=None, help="where the memmap files go (default: temp)")
+    parser.add_argument(
+        "--scratch-dir", default=None, help="where the memmap files go (default: a temporary directory)"
+    )
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)"
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results/overhead"))
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "overhead",
+        help="where JSON, table and plot go (the committed results: benchmarks/results/overhead)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-subset", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
         return score_memmap_worker(args.worker, args.worker_subset)

@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from .cli import HelpFormatter
+
 __all__ = [
     "aulc",
     "comparison_table",
@@ -91,18 +93,27 @@ def _by_budget(curves, column, scale):
     return wide
 
 
-def summary(curves, config=None):
-    """``summary.md`` text: accuracy and relative improvement per budget, AULC, a ranking and timings."""
+def ranking(curves):
+    """Strategies ranked by mean AULC: rank, AULC and mean relative improvement over random
+    (``mean ± std`` over seeds, in %), one row per strategy, best first."""
     rel = relative_improvement(curves)
     areas = aulc(curves)
     level = "strategy"
-    ranking = pd.DataFrame({"AULC (%)": _mean_std(areas, level, 100)})
+    table = pd.DataFrame({"AULC (%)": _mean_std(areas, level, 100)})
     if not rel.empty:
         per_run = rel[rel.cycle > 0].groupby(["strategy", "seed"]).rel_improvement.mean()
-        ranking["mean rel. improvement (%)"] = _mean_std(per_run, level, 100)
+        table["mean rel. improvement (%)"] = _mean_std(per_run, level, 100)
     order = areas.groupby(level=0).mean().sort_values(ascending=False).index
-    ranking = ranking.reindex(order)
-    ranking.insert(0, "rank", range(1, len(order) + 1))
+    table = table.reindex(order)
+    table.insert(0, "rank", range(1, len(order) + 1))
+    return table
+
+
+def summary(curves, config=None):
+    """``summary.md`` text: accuracy and relative improvement per budget, AULC, a ranking and timings."""
+    rel = relative_improvement(curves)
+    table = ranking(curves)
+    order = table.index
     seeds = sorted(curves.seed.unique())
     parts = [
         "# Benchmark summary",
@@ -122,7 +133,7 @@ def summary(curves, config=None):
         "## Ranking by area under the learning curve",
         "AULC: the learning curve's area divided by the labeled range (a mean accuracy). The mean "
         "relative improvement averages the cycles after the initial one.",
-        ranking.to_markdown(),
+        table.to_markdown(),
         "## Time per run (seconds, mean over seeds)",
         "All fits of one run, and all its queries (scoring the pool and picking the rows).",
         curves.groupby(["strategy", "seed"])[["fit_seconds", "query_seconds"]]
@@ -154,9 +165,12 @@ def _band_plot(curves, column, scale, ylabel, path, title):
             style = {"color": "black", "linestyle": "--"}
         (line,) = ax.plot(x, mean, label=strategy, **style)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.07)
+    n_seeds = curves.seed.nunique()
     ax.set_xlabel("labeled samples")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(
+        f"{title}\nmean over {n_seeds} seed{'s' * (n_seeds > 1)}; bands: ± 1 std across seeds", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -176,19 +190,41 @@ def plot_relative_improvement(curves, path, title=""):
     )
 
 
+def plot_title(out_dir, config):
+    """The results' name (the preset's directory) and budget: initial labels + query x cycles."""
+    if not config:
+        return Path(out_dir).name
+    name = Path(out_dir).name
+    name = config["dataset"] if name == config["dataset"] else f"{name} ({config['dataset']})"
+    budget = config["initial_size"] + config["query_size"] * config["cycles"]
+    return (
+        f"{name}, {config.get('backbone', '')}: {config['initial_size']} + {config['query_size']} x "
+        f"{config['cycles']} = {budget} labels"
+    )
+
+
 def write_report(out_dir):
-    """Write ``summary.md``, ``accuracy.png`` and ``relative_improvement.png`` from ``out_dir/curves.csv``."""
+    """Write ``summary.md``, ``accuracy.png`` and ``relative_improvement.png`` from ``out_dir/curves.csv``.
+
+    Returns
+    -------
+    list of Path
+        The files written (none if there are no rows yet).
+    """
     out_dir = Path(out_dir)
     curves = pd.read_csv(out_dir / "curves.csv")
     if curves.empty:
-        return
+        return []
     config_path = out_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else None
-    title = config["dataset"] if config else out_dir.name
-    (out_dir / "summary.md").write_text(summary(curves, config))
-    plot_accuracy(curves, out_dir / "accuracy.png", title)
+    title = plot_title(out_dir, config)
+    written = [out_dir / "summary.md", out_dir / "accuracy.png"]
+    written[0].write_text(summary(curves, config))
+    plot_accuracy(curves, written[1], title)
     if (curves.strategy == BASELINE).any():
-        plot_relative_improvement(curves, out_dir / "relative_improvement.png", title)
+        written.append(out_dir / "relative_improvement.png")
+        plot_relative_improvement(curves, written[-1], title)
+    return written
 
 
 def comparison_table(out_dirs, strategies, n_budgets=3, baseline=BASELINE):
@@ -276,11 +312,12 @@ def paired_table(out_dirs, strategies, baseline=BASELINE):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """Regenerate the reports of the given directories, or print a comparison table of them."""
+def build_parser():
+    """The command line of ``python -m benchmarks.report``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report",
         description="Regenerate summary.md and plots of results directories, or compare them.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("out_dirs", nargs="+", help="directories holding curves.csv (and config.json)")
     parser.add_argument(
@@ -299,7 +336,12 @@ def main(argv=None):
     parser.add_argument(
         "--baseline", default=BASELINE, help="the strategy --compare / --paired measure against"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    """Regenerate the reports of the given directories, or print a comparison table of them."""
+    args = build_parser().parse_args(argv)
     if args.paired:
         print(paired_table(args.out_dirs, args.paired, baseline=args.baseline))
         return

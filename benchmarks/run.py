@@ -12,13 +12,15 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from .baselines import STRATEGIES, get_strategy
+from .cli import HelpFormatter
 from .datasets import load_dataset
 from .protocol import ALConfig, run_active_learning
-from .report import write_report
+from .report import ranking, write_report
 from .store import CurveStore
 
 __all__ = ["PRESETS", "main"]
@@ -57,6 +59,11 @@ PRESETS = {
 }
 
 
+# tidal_batch, a batch-mode variant of TiDAL, is compared with top-k on its own
+# (benchmarks/run_batch.sh, results in benchmarks/results/batch/)
+DEFAULT_STRATEGIES = [name for name in STRATEGIES if name != "tidal_batch"]
+
+
 def _strategy_name(name):
     try:
         get_strategy(name)
@@ -71,10 +78,12 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="named settings (explicit options override them)"
+        "--preset",
+        choices=sorted(PRESETS),
+        help="named settings (explicit options override them; default: none, the options' own defaults)",
     )
     parser.add_argument(
         "--dataset",
@@ -82,11 +91,16 @@ def build_parser():
         help="digits, mnist5k, cifar10 or cifar100, optionally with -ir10 / -ir100 (long-tail pool)",
     )
     parser.add_argument("--data-dir", help="folder with the CIFAR python batch files (CIFAR only)")
-    parser.add_argument("--backbone", default=defaults["backbone"], choices=["mlp", "cnn", "resnet18"])
+    parser.add_argument(
+        "--backbone",
+        default=defaults["backbone"],
+        choices=["mlp", "cnn", "resnet18"],
+        help="classifier: an MLP, a small CNN (28x28 or 8x8 images) or ResNet-18 (CIFAR)",
+    )
     parser.add_argument(
         "--strategies",
         nargs="+",
-        default=list(STRATEGIES),
+        default=DEFAULT_STRATEGIES,
         type=_strategy_name,
         metavar="NAME",
         help=f"query strategies, from {', '.join(STRATEGIES)}; options after a colon, "
@@ -101,13 +115,14 @@ def build_parser():
         "--cycles", type=int, default=defaults["cycles"], help="query cycles after the initial fit"
     )
     parser.add_argument("--epochs", type=int, default=defaults["epochs"], help="epochs per fit")
-    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="training batch size")
     parser.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate")
     parser.add_argument(
         "--no-warm-start",
         dest="warm_start",
         action="store_false",
-        help="re-initialise the model every cycle (the paper keeps it across cycles)",
+        help="re-initialise the model every cycle (default: off, the model is kept across cycles "
+        "as in the paper)",
     )
     parser.add_argument(
         "--td-weight", type=float, default=defaults["td_weight"], help="lambda of the TD loss"
@@ -119,11 +134,14 @@ def build_parser():
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--epoch-progress", action="store_true", help="a progress bar over each fit's epochs")
+    parser.add_argument(
+        "--epoch-progress", action="store_true", help="a progress bar over each fit's epochs (default: off)"
+    )
     parser.add_argument(
         "--out-dir",
         type=Path,
-        help="results directory (default: benchmarks/results/<preset>, or results/_scratch/<dataset>)",
+        help="results directory (default: benchmarks/results/<preset> with --preset, else "
+        "benchmarks/results/_scratch/<dataset>)",
     )
     return parser
 
@@ -193,8 +211,23 @@ def main(argv=None):
             store.append(row)
         if strategy == args.strategies[-1]:
             write_report(args.out_dir)  # an up-to-date summary after every seed
-    write_report(args.out_dir)
-    print(f"Summary: {args.out_dir / 'summary.md'}")
+    written = write_report(args.out_dir)
+    print(headline(args.out_dir, written))
+
+
+def headline(out_dir, written):
+    """The terminal's last words: the strategies ranked by AULC, and where the report is."""
+    curves = pd.read_csv(Path(out_dir) / "curves.csv")
+    if curves.empty:
+        return f"No results in {out_dir} yet."
+    n_seeds = curves.seed.nunique()
+    table = ranking(curves).to_markdown()
+    files = "\n".join(f"  {path}" for path in written)
+    return (
+        f"\nStrategies ranked by area under the learning curve (mean ± std over {n_seeds} seeds; "
+        f"relative improvement over random, the paper's metric, averaged over the cycles after "
+        f"the first):\n{table}\n\nSummary and plots:\n{files}"
+    )
 
 
 if __name__ == "__main__":

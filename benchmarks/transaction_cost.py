@@ -27,6 +27,7 @@ from tqdm import tqdm
 from tidal_modal import TiDALNetClassifier, transaction
 
 from .backbones import SmallCNN
+from .cli import HelpFormatter
 from .overhead import median_ratio, timed
 
 TARGET = 1.02
@@ -81,14 +82,23 @@ def measure(repeats, n_train, epochs, batch_size=64, seed=0):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    """The command line of ``python -m benchmarks.transaction_cost``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.transaction_cost",
+        description=__doc__.splitlines()[0],
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--repeats", type=int, default=7, help="fits per side (median)")
     parser.add_argument("--n-train", type=int, default=1000, help="training rows (28x28 images)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one: steadier times)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file to write")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     result = measure(args.repeats, args.n_train, args.epochs)
     result.update(

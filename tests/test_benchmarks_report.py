@@ -11,6 +11,7 @@ from benchmarks.report import (
     paired_table,
     plot_accuracy,
     plot_relative_improvement,
+    plot_title,
     relative_improvement,
     summary,
 )
@@ -103,3 +104,10 @@ class TestPaired:
         curves.to_csv(tmp_path / "curves.csv", index=False)
         table = paired_table([tmp_path], ["a", "b"])
         assert "| a | 2 | 0.25 ± 3.89 |" in table and "| 1 / 1 |" in table and "| 2 / 0 |" in table
+
+
+def test_plot_titles_name_the_results_and_the_budget(tmp_path):
+    config = {"dataset": "digits-ir10", "backbone": "mlp", "initial_size": 40, "query_size": 20, "cycles": 10}
+    assert plot_title(tmp_path / "digits-ir10", config) == "digits-ir10, mlp: 40 + 20 x 10 = 240 labels"
+    assert plot_title(tmp_path / "batch", config).startswith("batch (digits-ir10), mlp")
+    assert plot_title(tmp_path / "old", None) == "old"

@@ -43,7 +43,7 @@ class TestPresets:
         assert args.dataset == "digits" and args.out_dir == run.RESULTS / "_scratch" / "digits"
 
 
-def test_tiny_end_to_end_run(tmp_path):
+def test_tiny_end_to_end_run(tmp_path, capsys):
     run.main(
         [
             "--dataset",
@@ -67,7 +67,7 @@ def test_tiny_end_to_end_run(tmp_path):
     with open(tmp_path / "curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["strategy"], r["cycle"]) for r in rows) == sorted(
-        (s, c) for s in STRATEGIES for c in "01"
+        (s, c) for s in run.DEFAULT_STRATEGIES for c in "01"
     )
     assert {int(r["n_labeled"]) for r in rows if r["cycle"] == "1"} == {25}
     assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "digits-ir10"
@@ -77,6 +77,17 @@ def test_tiny_end_to_end_run(tmp_path):
     assert "## Relative improvement over random" in summary and "tidal_entropy" in summary
     for plot in ["accuracy.png", "relative_improvement.png"]:
         assert (tmp_path / plot).stat().st_size > 10_000
+    # the terminal ends with the ranking and where the report is
+    out = capsys.readouterr().out
+    headline = out[out.index("Strategies ranked by area under the learning curve (mean ± std over 1 seeds") :]
+    rows = [line.split("|") for line in headline.splitlines() if line.startswith("| ")][1:]
+    ranked = {row[1].strip(): float(row[3].split("±")[0]) for row in rows}
+    # one seed, two cycles: the AULC is the mean of the two accuracies
+    aulc = 100 * pd.read_csv(tmp_path / "curves.csv").groupby("strategy").accuracy.mean()
+    assert ranked == pytest.approx(aulc.round(2).to_dict(), abs=0.006)
+    assert list(ranked.values()) == sorted(ranked.values(), reverse=True)
+    for name in ["summary.md", "accuracy.png", "relative_improvement.png"]:
+        assert str(tmp_path / name) in headline
 
 
 def test_cifar_resnet_end_to_end(tmp_path):
