@@ -1,9 +1,15 @@
 import csv
+import io
+import random
+import sys
+import time
 
 import pytest
 
 from benchmarks import run
 from benchmarks.store import COLUMNS, CurveStore
+
+from .killing import ForkServer
 
 
 def row(strategy, seed, cycle, accuracy=0.5):
@@ -80,3 +86,89 @@ class TestResume:
         run.main([*ARGS, "--out-dir", str(tmp_path)])
         with pytest.raises(SystemExit, match="epochs"):
             run.main([*ARGS, "--epochs", "2", "--out-dir", str(tmp_path)])
+
+
+class TestCutOffLine:
+    """A crash in the middle of an append can leave a last line without its line end."""
+
+    @pytest.fixture
+    def complete_run(self):
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, COLUMNS)
+        writer.writeheader()
+        writer.writerows([row("random", 0, 0), row("random", 0, 1)])
+        return text.getvalue()
+
+    @pytest.mark.parametrize(
+        "before, cut",
+        [
+            ("entropy,0,0,10,0.5,0.1,0.0\r\n", "entropy,0,1,15,0.5"),
+            ("entropy,0,0,10,0.5,0.1,0.0\r\n", "entropy,0,1,15,0.5,0.1,0.0"),
+            ("", "entropy,0,0,10,0.5,0.1,0.0"),
+        ],
+        ids=["short-last-cycle", "whole-looking-last-cycle", "first-cycle"],
+    )
+    def test_the_cut_off_row_and_its_run_are_dropped(self, tmp_path, complete_run, before, cut):
+        """Even a row with every field: its last value may be cut (0.0 of 0.0123)."""
+        path = tmp_path / "curves.csv"
+        path.write_text(complete_run + before + cut, newline="")
+        store = CurveStore(path, n_cycles=1)
+        assert store.completed == {("random", 0)}
+        assert path.read_bytes() == complete_run.encode()
+        store.append(row("entropy", 0, 0))
+        assert keys(read(path)) == [("random", 0, 0), ("random", 0, 1), ("entropy", 0, 0)]
+
+    @pytest.mark.parametrize("content", ["", "strategy,se"], ids=["empty", "cut-header"])
+    def test_a_file_without_a_whole_header_starts_over(self, tmp_path, content):
+        path = tmp_path / "curves.csv"
+        path.write_text(content)
+        CurveStore(path, n_cycles=1).append(row("random", 0, 0))
+        assert keys(read(path)) == [("random", 0, 0)]
+
+
+# `python -m benchmarks.run`, forked after its slow imports and a first fit (torch imports for
+# seconds on a first optimizer step), so that a test can kill and restart it many times
+SETUP = """
+import runpy
+import numpy as np
+import torch
+torch.set_num_threads(1)  # before forking: a forked child cannot use its parent's thread pool
+import benchmarks.baselines, benchmarks.datasets, benchmarks.protocol, benchmarks.report
+from torch import nn
+from tidal_modal import TiDALNetClassifier
+X = np.random.RandomState(0).randn(8, 2).astype("float32")
+TiDALNetClassifier(nn.Linear(2, 2), max_epochs=1, verbose=0).fit(X, np.arange(8) % 2)
+"""
+RUN = 'runpy.run_module("benchmarks.run", run_name="__main__", alter_sys=True)'
+KILL_ARGS = ["--dataset", "digits", "--strategies", "random", "entropy", "--seeds", "0", "1",
+             "--cycles", "2", "--epochs", "1", "--initial-size", "20", "--query-size", "10"]  # fmt: skip
+
+
+def rows_on_disk(path):
+    """The (strategy, seed, cycle) of the whole lines of ``path``; none if it is not there yet."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return keys(csv.DictReader(io.StringIO(f.read().rpartition("\n")[0] + "\n")))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fork are POSIX")
+def test_a_run_killed_at_random_moments_ends_with_one_row_per_cycle(tmp_path):
+    seed = random.SystemRandom().randrange(2**32)
+    rng = random.Random(seed)
+    path = tmp_path / "curves.csv"
+    with ForkServer(SETUP, RUN) as runner:
+        for _ in range(4):
+            # kill it at a random moment after it has written 1 to 3 rows (more if it drops some)
+            target = len(rows_on_disk(path)) + rng.randint(1, 3)
+            runner.start(*KILL_ARGS, "--out-dir", tmp_path)
+            while runner.running() and len(rows_on_disk(path)) < target:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.3))
+            runner.kill()  # unless it ended first
+            rows = rows_on_disk(path)
+            assert len(rows) == len(set(rows)), f"duplicate rows after a kill (seed {seed}): {rows}"
+        runner.start(*KILL_ARGS, "--out-dir", tmp_path)
+        runner.wait()
+    expected = [(s, seed, c) for s in ("random", "entropy") for seed in (0, 1) for c in range(3)]
+    assert sorted(keys(read(path))) == sorted(expected), f"seed {seed}"

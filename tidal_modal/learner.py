@@ -1,6 +1,7 @@
-"""A modAL ActiveLearner that loses nothing when teaching fails and queries exactly once."""
+"""A modAL ActiveLearner that loses nothing when teaching fails, queries exactly once, and saves itself."""
 
 import copy
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from modAL.utils.data import retrieve_rows
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 
+from .checkpoint import load_learner, save_learner
 from .net import TiDALNetClassifier
 from .strategies import tidal_entropy
 from .validation import InputData
@@ -50,7 +52,8 @@ class TiDALActiveLearner(ActiveLearner):
 
     Its ``query`` calls the strategy exactly once on either modAL release (modAL 0.4.2 calls
     a strategy a second time when it raises), and takes a pool held in a torch tensor on
-    modAL 0.4.1 too.
+    modAL 0.4.1 too. :meth:`save` and :meth:`load` keep a labeling loop's state in one file
+    that a crash cannot damage (see :mod:`tidal_modal.checkpoint`).
 
     Parameters
     ----------
@@ -106,6 +109,70 @@ class TiDALActiveLearner(ActiveLearner):
                 part.__dict__.clear()
                 part.__dict__.update(attributes)
             raise
+
+    def save(self, path: str | os.PathLike, *, metadata: Any = None) -> None:
+        """Write the whole learner to ``path``, atomically: a crash leaves the old file or the new one.
+
+        Saved: the estimator (a net, or a Pipeline and its net, with weights, optimizer state,
+        history and training dynamics), ``X_training`` / ``y_training``, the query strategy
+        (a function defined at the top level of a module, or a ``functools.partial`` of one),
+        and the states of the global random generators (Python's, numpy's, torch's, CUDA's if
+        in use), which :meth:`load` restores only if asked to. The file's header records the
+        format and the release of tidal_modal that wrote it. See :mod:`tidal_modal.checkpoint`
+        for the layout and the loop that saves after every ``teach``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The checkpoint; replaced if it exists.
+        metadata : JSON data, default=None
+            Kept in the file's header and returned by ``load(path, return_metadata=True)``,
+            saved in the same atomic write as the learner: e.g. the indices of the pool rows
+            labeled so far, so that the pool and the labeled data cannot disagree after a crash.
+
+        Raises
+        ------
+        TypeError
+            The query strategy cannot be pickled (a lambda or a function defined inside
+            another function), or ``metadata`` is not JSON data; raised before anything is
+            written.
+        """
+        save_learner(self, path, metadata=metadata)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, restore_rng: bool = False, return_metadata: bool = False
+    ) -> "TiDALActiveLearner | tuple[TiDALActiveLearner, Any]":
+        """Read a learner written by :meth:`save`, in this process or another one.
+
+        Only load files you trust: the learner is unpickled, and unpickling can run code.
+
+        Parameters
+        ----------
+        path : str or path-like
+        restore_rng : bool, default=False
+            Also put the global random generators back in their states at the save, so that a
+            resumed loop draws what an uninterrupted one would have drawn (a net's shuffling, a
+            strategy's ``random_state=None``). Off by default: it changes the whole process's
+            generators, which other code in it may be using.
+        return_metadata : bool, default=False
+            Also return the ``metadata`` given to :meth:`save`.
+
+        Returns
+        -------
+        learner : TiDALActiveLearner
+        metadata : JSON data
+            Only if ``return_metadata``.
+
+        Raises
+        ------
+        tidal_modal.checkpoint.CheckpointError
+            A ``ValueError``: the file is not a learner checkpoint (the message says what it
+            seems to be), is damaged, holds another class, or was written by a release of
+            tidal_modal this one cannot read (the message names that release).
+        """
+        learner, header = load_learner(path, cls, restore_rng=restore_rng)
+        return (learner, header["metadata"]) if return_metadata else learner
 
     def query(self, X_pool: InputData, *args: Any, return_metrics: bool = False, **kwargs: Any) -> tuple:
         """Call the query strategy once and return the selected indices and rows.

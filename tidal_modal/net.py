@@ -350,6 +350,26 @@ class TiDALNetClassifier(NeuralNetClassifier):
             cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
         super().notify(method_name, **cb_kwargs)
 
+    # --- pickling -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """skorch's state, plus the release of tidal_modal that pickles the net."""
+        from . import __version__  # at call time: the package defines it after importing this module
+
+        return {**super().__getstate__(), "_tidal_modal_version": __version__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle as skorch does; an error says which release of tidal_modal pickled the net."""
+        from . import __version__
+
+        # nets pickled before the release was recorded (during 0.1.0) have no such key
+        written_by = state.pop("_tidal_modal_version", "0.1.0 or earlier")
+        try:
+            super().__setstate__(state)  # unpickles the module, criterion and optimizer
+        except Exception as error:
+            error.add_note(f"(pickled by tidal_modal {written_by}; this is tidal_modal {__version__})")
+            raise
+
     # --- prediction -----------------------------------------------------------------------
 
     @property
