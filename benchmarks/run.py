@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tidal_modal.checkpoint import write_atomically
+
 from .baselines import STRATEGIES, get_strategy
 from .cli import HelpFormatter
 from .datasets import load_dataset
@@ -174,7 +176,9 @@ def _check_config(out_dir, config):
                 f"{out_dir} holds results of another configuration (differs in {changed}); "
                 "choose another --out-dir or delete that directory."
             )
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    text = json.dumps(config.to_dict(), indent=2) + "\n"
+    if not path.exists() or path.read_text() != text:  # a kill while writing must not leave it empty
+        write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def _describe(out_dir, dataset):

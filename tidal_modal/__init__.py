@@ -1,5 +1,6 @@
 """tidal-modal: TiDAL (Training Dynamics for Active Learning) for skorch and modAL."""
 
+from .checkpoint import CheckpointError
 from .learner import TiDALActiveLearner
 from .measures import (
     classifier_dynamic_influence,
@@ -15,6 +16,7 @@ from .trajectory import TrajectoryRecorder
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "TiDALActiveLearner",
     "TiDALNetClassifier",
     "TrajectoryRecorder",
