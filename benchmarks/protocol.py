@@ -1,25 +1,24 @@
 """The paper's active-learning loop (spec section 5) for one strategy and one seed.
 
 Random initial labeled set -> train -> score the pool -> label the top ``query_size`` -> retrain,
-for ``cycles`` queries, through modAL's :class:`~modAL.models.ActiveLearner`. For one seed every
+for ``cycles`` queries, through :class:`~tidal_modal.TiDALActiveLearner` (modAL's ``ActiveLearner``,
+with data handling that works on every scikit-learn). For one seed every
 strategy starts from the same initial rows and the same initial weights, and each cycle's fit
 is seeded alike, so that only the query strategy differs.
 """
 
 import inspect
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
 import torch
-from modAL.models import ActiveLearner
 from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-from tidal_modal import TiDALNetClassifier
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
 
 from .backbones import backbone_params
 from .baselines import get_strategy
@@ -149,37 +148,34 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
     picked = labeled  # the rows to (add and) fit on in this cycle
     net = make_net(config, dataset, device, [EpochProgress()] if epoch_progress else None)
     query_seconds = 0.0
-    with warnings.catch_warnings():
-        # modAL passes force_all_finite to scikit-learn 1.6/1.7
-        warnings.filterwarnings("ignore", message=".*force_all_finite.*", category=FutureWarning)
-        for cycle in range(config.cycles + 1):
-            _seed_fit(seed, cycle)
-            start = time.perf_counter()
-            if cycle == 0:
-                learner = ActiveLearner(
-                    net,
-                    query_strategy=query,
-                    X_training=dataset.X_pool[picked],
-                    y_training=dataset.y_pool[picked],
-                )
-            else:
-                if config.warm_start:
-                    net.initialize_optimizer()  # the paper rebuilds the optimiser every cycle
-                learner.teach(dataset.X_pool[picked], dataset.y_pool[picked])
-            fit_seconds = time.perf_counter() - start
-            yield {
-                "strategy": strategy,
-                "seed": seed,
-                "cycle": cycle,
-                "n_labeled": len(learner.y_training),
-                "accuracy": float(net.score(dataset.X_test, dataset.y_test)),
-                "fit_seconds": round(fit_seconds, 3),
-                "query_seconds": round(query_seconds, 3),
-            }
-            if cycle == config.cycles:
-                break
-            n_query = min(config.query_size, len(pool))
-            start = time.perf_counter()
-            chosen, _ = learner.query(dataset.X_pool[pool], n_instances=n_query)
-            query_seconds = time.perf_counter() - start
-            picked, pool = pool[chosen], np.delete(pool, chosen)
+    for cycle in range(config.cycles + 1):
+        _seed_fit(seed, cycle)
+        start = time.perf_counter()
+        if cycle == 0:
+            learner = TiDALActiveLearner(
+                net,
+                query_strategy=query,
+                X_training=dataset.X_pool[picked],
+                y_training=dataset.y_pool[picked],
+            )
+        else:
+            if config.warm_start:
+                net.initialize_optimizer()  # the paper rebuilds the optimiser every cycle
+            learner.teach(dataset.X_pool[picked], dataset.y_pool[picked])
+        fit_seconds = time.perf_counter() - start
+        yield {
+            "strategy": strategy,
+            "seed": seed,
+            "cycle": cycle,
+            "n_labeled": len(learner.y_training),
+            "accuracy": float(net.score(dataset.X_test, dataset.y_test)),
+            "fit_seconds": round(fit_seconds, 3),
+            "query_seconds": round(query_seconds, 3),
+        }
+        if cycle == config.cycles:
+            break
+        n_query = min(config.query_size, len(pool))
+        start = time.perf_counter()
+        chosen, _ = learner.query(dataset.X_pool[pool], n_instances=n_query)
+        query_seconds = time.perf_counter() - start
+        picked, pool = pool[chosen], np.delete(pool, chosen)

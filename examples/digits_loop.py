@@ -9,14 +9,13 @@ import argparse
 
 import numpy as np
 import torch
-from modAL.models import ActiveLearner
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from tidal_modal import TiDALNetClassifier, disal, tidal_entropy
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, disal, tidal_entropy
 
 
 class MLP(nn.Module):
@@ -48,7 +47,7 @@ def run(strategy, cycles=8, initial=50, query=50, epochs=40, seed=0):
         warm_start=True,  # keep training the same weights across cycles, as the paper does
         verbose=0,
     )
-    learner = ActiveLearner(
+    learner = TiDALActiveLearner(
         estimator=make_pipeline(StandardScaler(), net),
         query_strategy=strategy,
         X_training=X_pool[start],

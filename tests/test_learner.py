@@ -13,7 +13,7 @@ from torch import nn
 from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 
-from .models import MLP
+from .models import MLP, SmallCNN
 
 pytestmark = pytest.mark.modal
 
@@ -163,6 +163,96 @@ class TestClassesFromTheModule:
         assert net.training_dynamics_.shape == (6, 10)
         assert (net.predict(X[y == 7][:30]) == 7).all()  # what the refit on sevens alone learned
         assert len(learner.y_training) == len(first) + 6
+
+
+class ImagePool(torch.utils.data.Dataset):
+    """Images that are read one at a time, with no label yet: ``(image, -1)`` as skorch expects."""
+
+    def __init__(self, images):
+        self.images = torch.as_tensor(images).reshape(-1, 1, 8, 8)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], -1
+
+
+class TestDataTypes:
+    """What users hold, through several cycles of query and teach: the learner keeps the type."""
+
+    def loop(self, learner, X_pool, y_pool, cycles=3, n=10):
+        for cycle in range(cycles):
+            idx, rows = learner.query(X_pool, n_instances=n, random_state=cycle)
+            learner.teach(rows, y_pool[idx])
+            keep = np.setdiff1d(np.arange(len(y_pool)), idx)
+            X_pool = X_pool.iloc[keep] if hasattr(X_pool, "iloc") else X_pool[keep]
+            y_pool = y_pool[keep]
+        return rows
+
+    def net(self, **kwargs):
+        return TiDALNetClassifier(MLP, max_epochs=2, lr=0.05, verbose=0, **kwargs)
+
+    def test_dataframes(self, digits):
+        pd = pytest.importorskip("pandas")
+        X, y = digits
+        frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(64)])
+        learner = TiDALActiveLearner(self.net(), X_training=frame.iloc[:30], y_training=pd.Series(y[:30]))
+        rows = self.loop(learner, frame.iloc[30:300], y[30:300])
+        assert isinstance(rows, pd.DataFrame) and list(rows.columns) == list(frame.columns)
+        assert isinstance(learner.X_training, pd.DataFrame) and isinstance(learner.y_training, pd.Series)
+        assert learner.X_training.shape == (60, 64) and len(learner.y_training) == 60
+        # the last rows taught are the last query's rows, with their pool labels
+        np.testing.assert_array_equal(learner.X_training.to_numpy()[-10:], rows.to_numpy())
+        np.testing.assert_array_equal(learner.y_training.to_numpy()[:30], y[:30])
+
+    def test_tensors(self, digits):
+        X, y = digits
+        Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+        learner = TiDALActiveLearner(self.net(), X_training=Xt[:30], y_training=yt[:30])
+        rows = self.loop(learner, Xt[30:300], yt[30:300])
+        assert isinstance(rows, torch.Tensor) and rows.shape == (10, 64)
+        assert isinstance(learner.X_training, torch.Tensor) and isinstance(learner.y_training, torch.Tensor)
+        assert learner.X_training.shape == (60, 64)
+        torch.testing.assert_close(learner.X_training[-10:], rows)
+
+    def test_memmaps_stay_on_disk(self, digits, tmp_path):
+        X, y = digits
+        path = tmp_path / "labeled.dat"
+        disk = np.memmap(path, dtype=np.float32, mode="w+", shape=(300, 64))
+        disk[:] = X[:300]
+        disk.flush()
+        disk = np.memmap(path, dtype=np.float32, mode="r", shape=(300, 64))
+        learner = TiDALActiveLearner(self.net(), X_training=disk, y_training=y[:300])
+        rows = self.loop(learner, X[300:800], y[300:800])
+        stack = learner.X_training
+        assert stack.parts[0] is disk  # the 300 labeled rows on disk were not copied
+        assert [len(part) for part in stack.parts] == [300, 10, 10, 10]
+        np.testing.assert_array_equal(np.asarray(stack)[-10:], rows)
+        np.testing.assert_array_equal(np.asarray(stack)[:300], X[:300])
+        assert learner.estimator.training_dynamics_.shape == (330, 10)
+
+    def test_a_dataset_of_images(self, digits):
+        X, y = digits
+        pool = ImagePool(X[100:400])
+        net = TiDALNetClassifier(SmallCNN, max_epochs=2, lr=0.05, verbose=0)
+        learner = TiDALActiveLearner(
+            net, X_training=torch.utils.data.Subset(ImagePool(X), range(40)), y_training=y[:40]
+        )
+        idx, rows = learner.query(pool, n_instances=10, random_state=0)
+        assert isinstance(rows, torch.utils.data.Subset) and rows.indices == idx.tolist()
+        learner.teach(rows, y[100:400][idx])
+        assert len(learner.X_training) == 50 and len(learner.y_training) == 50
+        assert net.training_dynamics_.shape == (50, 10)
+        images = torch.stack([learner.X_training[i][0] for i in range(50)])
+        torch.testing.assert_close(images[40:], torch.as_tensor(X[100:400][idx]).reshape(-1, 1, 8, 8))
+
+    def test_rows_and_labels_must_agree(self, digits):
+        X, y = digits
+        learner = TiDALActiveLearner(self.net(), X_training=X[:30], y_training=y[:30])
+        with pytest.raises(ValueError, match="X has 5 rows but y has 4 labels"):
+            learner.teach(X[30:35], y[30:34])
+        assert len(learner.X_training) == 30
 
 
 class TestQuery:

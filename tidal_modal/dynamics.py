@@ -8,6 +8,8 @@ import torch
 from skorch.dataset import Dataset as SkorchDataset
 from torch.utils.data import Dataset, default_collate
 
+from .pool import RowStack
+
 __all__ = ["IndexedDataset", "IndexedTarget", "RowBatch", "TrainingDynamics", "collate_rows"]
 
 
@@ -63,7 +65,7 @@ class IndexedDataset(Dataset):
 def _is_numeric_array(data):
     if isinstance(data, torch.Tensor):
         return True
-    return isinstance(data, np.ndarray) and data.dtype.kind in "biufc"
+    return isinstance(data, (np.ndarray, RowStack)) and data.dtype.kind in "biufc"
 
 
 def _gather_rows(dataset, indices):

@@ -6,14 +6,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import torch
+import numpy as np
 from modAL.models import ActiveLearner
-from modAL.utils.data import retrieve_rows
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
+from torch.utils.data import Dataset
 
 from .checkpoint import load_learner, save_learner
 from .net import TiDALNetClassifier
+from .pool import LabeledDataset, num_rows, select_rows, stack_rows
 from .strategies import tidal_entropy
 from .validation import InputData
 
@@ -34,6 +35,28 @@ def _snapshot_estimator(estimator: BaseEstimator) -> list[tuple[BaseEstimator, d
         for part in parts.values()
         if not isinstance(part, TiDALNetClassifier)
     ]
+
+
+def _check_rows(X, y):
+    """One label per row, before anything is stored or fitted."""
+    if X is None or y is None:
+        raise ValueError("Both X and y are needed: the rows and one label per row.")
+    n_rows, n_labels = num_rows(X), num_rows(y)
+    if n_rows != n_labels:
+        raise ValueError(f"X has {n_rows} rows but y has {n_labels} labels; give one label per row.")
+
+
+def _training_data(X, y, bootstrap=False):
+    """What the estimator is fitted on: a Dataset's inputs with their labels (see
+    :class:`~tidal_modal.pool.LabeledDataset`), or ``X``, ``y``; a bootstrap sample if asked
+    (drawn from numpy's global generator, as modAL does)."""
+    if bootstrap:
+        n = num_rows(X)
+        rows = np.random.choice(n, n, replace=True)  # noqa: NPY002 -- modAL's convention
+        X, y = select_rows(X, rows), select_rows(y, rows)
+    if isinstance(X, Dataset):
+        return LabeledDataset(X, y), None
+    return X, y
 
 
 class TiDALActiveLearner(ActiveLearner):
@@ -109,6 +132,40 @@ class TiDALActiveLearner(ActiveLearner):
                 part.__dict__.clear()
                 part.__dict__.update(attributes)
             raise
+
+    # --- the labeled data: modAL's handling without modAL's check_X_y (which passes a keyword
+    # scikit-learn 1.8 removed) nor its data_vstack (which calls DataFrame.append, gone in pandas 2)
+
+    def _add_training_data(self, X: InputData, y: ArrayLike) -> None:
+        """Append ``X``, ``y`` to the labeled data in its own type (:func:`~tidal_modal.pool.stack_rows`)."""
+        _check_rows(X, y)
+        self.X_training = stack_rows(self.X_training, X)
+        self.y_training = stack_rows(self.y_training, y)
+
+    def _fit_to_known(self, bootstrap: bool = False, **fit_kwargs: Any) -> "TiDALActiveLearner":
+        """Fit the estimator on all labeled data (a bootstrap sample of it if ``bootstrap``)."""
+        self.estimator.fit(*_training_data(self.X_training, self.y_training, bootstrap), **fit_kwargs)
+        return self
+
+    def _fit_on_new(
+        self, X: InputData, y: ArrayLike, bootstrap: bool = False, **fit_kwargs: Any
+    ) -> "TiDALActiveLearner":
+        """Fit the estimator on ``X``, ``y`` alone (``teach(..., only_new=True)``)."""
+        _check_rows(X, y)
+        self.estimator.fit(*_training_data(X, y, bootstrap), **fit_kwargs)
+        return self
+
+    def fit(
+        self, X: InputData, y: ArrayLike, bootstrap: bool = False, **fit_kwargs: Any
+    ) -> "TiDALActiveLearner":
+        """Replace the labeled data by ``X``, ``y`` and fit the estimator on them.
+
+        As :meth:`modAL.models.ActiveLearner.fit`; ``X`` may be an array (memory-mapped too), a
+        tensor, a DataFrame or a torch Dataset, and the learner keeps it as it is.
+        """
+        _check_rows(X, y)
+        self.X_training, self.y_training = X, y
+        return self._fit_to_known(bootstrap=bootstrap, **fit_kwargs)
 
     def save(self, path: str | os.PathLike, *, metadata: Any = None) -> None:
         """Write the whole learner to ``path``, atomically: a crash leaves the old file or the new one.
@@ -201,10 +258,7 @@ class TiDALActiveLearner(ActiveLearner):
         """
         result = self.query_strategy(self, X_pool, *args, **kwargs)
         indices, metrics = result if isinstance(result, tuple) else (result, None)
-        if isinstance(X_pool, torch.Tensor):
-            rows = X_pool[torch.as_tensor(indices, device=X_pool.device)]
-        else:
-            rows = retrieve_rows(X_pool, indices)
+        rows = select_rows(X_pool, indices)
         if not return_metrics:
             return indices, rows
         if metrics is None:

@@ -169,14 +169,13 @@ def tidal_entropy(
     --------
     >>> import numpy as np
     >>> from torch import nn
-    >>> from modAL.models import ActiveLearner
-    >>> from tidal_modal import TiDALNetClassifier, tidal_entropy
+    >>> from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy
     >>> X = np.random.RandomState(0).randn(100, 4).astype("float32")
     >>> y = (X[:, 0] > 0).astype("int64")
     >>> net = TiDALNetClassifier(
     ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
     ... )
-    >>> learner = ActiveLearner(net, query_strategy=tidal_entropy, X_training=X[:20], y_training=y[:20])
+    >>> learner = TiDALActiveLearner(net, query_strategy=tidal_entropy, X_training=X[:20], y_training=y[:20])
     >>> idx, rows = learner.query(X[20:], n_instances=5, random_state=0)
     >>> idx.shape, rows.shape
     ((5,), (5, 4))

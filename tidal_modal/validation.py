@@ -23,7 +23,7 @@ from skorch.utils import is_dataset, to_numpy
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
-from .pool import RowSubset, is_sliceable
+from .pool import RowStack, RowSubset, is_sliceable
 
 __all__ = [
     "InputData",
@@ -106,7 +106,7 @@ def _check_X(X, net, input_name, finite=True):
     """
     if _rows_unknown(X):
         return X
-    if isinstance(X, (torch.Tensor, RowSubset)):
+    if isinstance(X, (torch.Tensor, RowSubset, RowStack)):
         if isinstance(X, torch.Tensor) and X.device.type == "meta":
             raise ValueError(f"{input_name} is a tensor on the 'meta' device, which holds no data.")
         if len(X.shape) < 2:
@@ -116,7 +116,7 @@ def _check_X(X, net, input_name, finite=True):
             )
         if len(X) == 0:
             raise ValueError(f"{input_name} has 0 rows; at least 1 is required.")
-        if isinstance(X, RowSubset) and not isinstance(X.dtype, torch.dtype) and X.dtype.kind not in "biuf":
+        if isinstance(X.dtype, np.dtype) and X.dtype.kind not in "biuf":
             raise ValueError(f"{input_name} has dtype {X.dtype}; convert it to numbers first.")
         if finite and isinstance(X, torch.Tensor) and X.is_floating_point():
             if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
