@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import fidelity, import_time, overhead, report, run, transaction_cost
+from benchmarks import fidelity, import_time, memory_cycles, overhead, report, run, transaction_cost
 
 PARSERS = {
     "run": run.build_parser,
@@ -15,6 +15,7 @@ PARSERS = {
     "fidelity": fidelity.build_parser,
     "transaction_cost": transaction_cost.build_parser,
     "import_time": import_time.build_parser,
+    "memory_cycles": memory_cycles.build_parser,
 }
 
 

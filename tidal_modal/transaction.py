@@ -16,7 +16,8 @@ The snapshot (:func:`take_snapshot`) holds
   passed as an instance, which re-initialisation reuses). The copies stay on the training
   device: for the duration of a fit, one more copy of the weights and of the optimizer's state
   (e.g. Adam's two moments) in device memory, made by one device-side copy per fit;
-- a copy of the rows of the history, which ``initialize`` clears in place and training appends to.
+- the rows of the history, which ``initialize`` clears in place and training appends to (the
+  last row copied: it is the only one a later epoch could still change).
 
 Callbacks keep their own state (skorch's callbacks reset it when a fit begins).
 """
@@ -74,7 +75,8 @@ def take_snapshot(net: Any) -> tuple[dict, dict, list]:
     states : dict
         Attribute name -> a copy of its ``state_dict()``, for the net's modules and optimizers.
     history : list of dict
-        Copies of the history's rows and of their batch records.
+        The history's rows: the last one copied (with its batch records), the others by
+        reference.
     """
     attributes = dict(net.__dict__)
     states = {
@@ -83,7 +85,12 @@ def take_snapshot(net: Any) -> tuple[dict, dict, list]:
         # the fitted components only: `module` may be the very backbone inside `module_`
         if name.endswith("_") and isinstance(value, (nn.Module, Optimizer))
     }
-    return attributes, states, [_copy_row(row) for row in net.history_]
+    # rows of past epochs are never changed again (skorch records into the last row only), so
+    # they are kept by reference: the snapshot does not grow with a long warm-started history
+    history = list(net.history_)
+    if history:
+        history[-1] = _copy_row(history[-1])
+    return attributes, states, history
 
 
 def restore_snapshot(net: Any, snapshot: tuple[dict, dict, list]) -> None:
