@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Callback
 from torch import nn
 
 from benchmarks.backbones import BACKBONES, backbone_params
@@ -9,29 +10,49 @@ from tidal_modal.modules import TiDALModule
 
 
 @pytest.mark.parametrize(
-    "name, shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("cnn", (1, 28, 28)), ("resnet18", (3, 32, 32))]
-)
-def test_flat_rows_in_logits_out_with_dropout(name, shape):
-    params = backbone_params(name, shape, 7)
+    "name, shape, head_widths",
+    [("mlp", (1, 8, 8), [256]), ("cnn", (1, 8, 8), [128]), ("cnn", (1, 28, 28), [128]),
+     ("resnet18", (3, 32, 32), [64, 128, 256, 512])],
+)  # fmt: skip
+def test_flat_rows_in_logits_out_with_dropout(name, shape, head_widths):
+    params = backbone_params(name, shape, 7, dropout=0.5)
     module = params["module"](
         **{k.removeprefix("module__"): v for k, v in params.items() if k.startswith("module__")}
     )
     x = torch.rand(2, int(np.prod(shape)))
-    assert module.eval()(x).shape == (2, 7)
-    assert any(isinstance(m, nn.Dropout) for m in module.modules())
-    td_module = TiDALModule(module, td_layers=params["td_layers"])
-    logits, td_logits = td_module(x)
-    assert td_logits.shape == (2, 7)
+    td_module = TiDALModule(module, td_layers=params["td_layers"]).eval()
+    with torch.no_grad():
+        logits, td_logits = td_module(x)
+        torch.testing.assert_close(logits, module(x.view(2, *shape)))  # flat rows are the images
+        assert td_logits.shape == (2, 7)
+        # the head reads the penultimate features (the ResNet: its four stages)
+        assert [branch[0].in_features for branch in td_module.td_head.branches] == head_widths
+        dropouts = [m for m in module.modules() if isinstance(m, nn.Dropout)]
+        assert dropouts and all(m.p == 0.5 for m in dropouts)
+        for m in dropouts:  # MC dropout: only the dropout layers in train mode
+            m.train()
+        assert not torch.equal(module(x), module(x))
 
 
 def test_resnet_feeds_the_td_head_its_four_stages():
     assert BACKBONES["resnet18"][1] == ["layer1", "layer2", "layer3", "layer4"]
 
 
+class InitialWeights(Callback):
+    def on_train_begin(self, net, **kwargs):
+        self.weights = {k: p.detach().clone() for k, p in net.module_.named_parameters()}
+
+
 def test_params_build_a_trainable_net():
     X = np.random.RandomState(0).rand(20, 64).astype(np.float32)
     y = np.arange(20) % 3
-    net = TiDALNetClassifier(**backbone_params("cnn", (1, 8, 8), 3), max_epochs=1, verbose=0).fit(X, y)
+    initial = InitialWeights()
+    net = TiDALNetClassifier(
+        **backbone_params("cnn", (1, 8, 8), 3), max_epochs=1, callbacks=[initial], verbose=0
+    ).fit(X, y)
+    # one epoch moves every weight: convolutions, classifier and TD head
+    unchanged = [k for k, p in net.module_.named_parameters() if torch.equal(p, initial.weights[k])]
+    assert not unchanged and len(initial.weights) == 12
     assert net.predict_td(X).shape == (20, 3)
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from modAL.models import ActiveLearner
+from torch import nn
 
 from benchmarks import baselines
 from benchmarks.backbones import MLP
@@ -53,6 +54,25 @@ def net(data):
     return fit_net(data, dropout=0.5)
 
 
+def eval_proba(net, X):
+    """Softmax of the backbone in eval mode, computed by hand (not through skorch)."""
+    backbone = net.module_.backbone.eval()
+    with torch.no_grad():
+        return torch.softmax(backbone(torch.as_tensor(X)), dim=1).numpy()
+
+
+class NormedMLP(nn.Module):
+    """Batch norm and a dropout layer that drops nothing: MC-dropout draws must be the eval pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.0))
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(self.layers(x))
+
+
 class TestCoreset:
     def test_k_center_greedy_by_hand(self):
         pool = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [10.0, 0.0]])
@@ -101,14 +121,30 @@ class TestBald:
         assert draws.shape == (60, 4, 3)
         np.testing.assert_allclose(draws.sum(axis=2), 1.0, rtol=1e-5)
         assert not np.allclose(draws[:, 0], draws[:, 1])
-        # the net is back in eval mode: predictions are deterministic again
-        np.testing.assert_array_equal(net.predict_proba(X), net.predict_proba(X))
+
+    def test_mc_dropout_leaves_the_module_in_eval_mode(self, net, data):
+        X, _ = data
+        expected = eval_proba(net, X)
+        mc_dropout_proba(net, X, n_draws=2)
+        assert not any(m.training for m in net.module_.modules())
+        # a forward pass that sets no mode, as a user's own code or a hook may run, is deterministic
+        with torch.no_grad():
+            proba = torch.softmax(net.module_.backbone(torch.as_tensor(X)), dim=1).numpy()
+        np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-7)
 
     def test_without_dropout_every_draw_is_the_prediction(self, data):
         X, _ = data
         net = fit_net(data, dropout=0.0)
         draws = mc_dropout_proba(net, X, n_draws=2)
-        np.testing.assert_allclose(draws[:, 1], net.predict_proba(X), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(draws[:, 1], eval_proba(net, X), rtol=1e-5, atol=1e-7)
+
+    def test_batch_norm_stays_in_eval_mode(self, data):
+        """Only dropout is switched on: batch norm keeps its running statistics."""
+        X, y = data
+        torch.manual_seed(0)
+        net = TiDALNetClassifier(NormedMLP, max_epochs=2, batch_size=16, verbose=0).fit(X, y)
+        draws = mc_dropout_proba(net, X, n_draws=2)
+        np.testing.assert_allclose(draws[:, 0], eval_proba(net, X), rtol=1e-5, atol=1e-7)
 
     def test_bald_sampling_picks_the_planted_row(self, net, data, monkeypatch):
         X, _ = data

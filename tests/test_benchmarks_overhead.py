@@ -19,32 +19,75 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     )  # fmt: skip
     assert [(r["backbone"], r["td_hidden"]) for r in results["fit"]] == overhead.FIT_RUNS
     assert [r["backbone"] for r in results["query"]] == list(overhead.BACKBONES)
-    for r in results["fit"]:  # ratios are medians of the per-repeat ratios of the stored times
-        times = {side: np.asarray(t) for side, t in r["times"].items()}
-        assert r["ratio"] == pytest.approx(np.median(times["tidal"] / times["plain"]))
-        assert r["like_for_like_ratio"] == pytest.approx(np.median(times["tidal_rows"] / times["plain"]))
-        assert r["head_floor_ratio"] == pytest.approx(np.median(times["floor"] / times["plain"]))
-        floor_ratio = np.median(times["tidal_rows"] / times["floor"])
-        assert r["like_for_like_vs_head_floor"] == pytest.approx(floor_ratio)
+    sides = {"fit": 4, "query": 5, "disal": 5}  # every side was timed once per repeat
+    for part, n_sides in sides.items():
+        for r in results[part]:
+            assert len(r["times"]) == n_sides and all(len(t) == 2 and min(t) > 0 for t in r["times"].values())
+    for r in results["fit"]:
         # the head adds work; the floor does exactly TiDAL's, whichever way the rows are read
         assert r["flops"]["floor"] == r["flops"]["tidal"] == r["flops"]["tidal_rows"] > r["flops"]["plain"]
     for r in results["query"]:
-        assert r["tidal_entropy_vs_bare_forward_with_head"] > 0
         assert (
             r["flops"]["tidal_entropy"] == r["flops"]["bare_forward_with_head"] > r["flops"]["bare_forward"]
         )
+    # the mlp (784 -> 256 -> 256 -> 10) and its head (256 -> 128 -> 10): per row multiply-adds
+    backbone, head = 784 * 256 + 256 * 256 + 256 * 10, 256 * 128 + 128 * 10
+    assert results["query"][0]["head_flop_ratio"] == pytest.approx((backbone + head) / backbone)
     for r in results["disal"]:
-        times = {side: np.asarray(t) for side, t in r["times"].items()}
-        assert r["fit_ratio"] == pytest.approx(np.median(times["recording"] / times["no_recording"]))
-        assert r["query_ratio"] == pytest.approx(np.median(times["disal"] / times["bare_forward_with_head"]))
         assert r["checkpoints"] == 1  # one epoch: one checkpoint, so the recording side did record
     assert [r["backbone"] for r in results["disal"]] == list(overhead.DISAL_BACKBONES)
     assert [(r["n"], r["pool_subset"]) for r in results["scaling"]] == [(2000, None), (2000, 500)]
-    assert all(r["seconds"] > 0 for r in results["scaling"])
+    for r in results["scaling"]:
+        assert r["pool_mib"] == pytest.approx(2000 * 784 * 4 / 2**20)
+        assert r["rows_per_s"] == pytest.approx((r["pool_subset"] or 2000) / r["seconds"])
     assert json.loads((out / "overhead.json").read_text())["fit"] == results["fit"]
     report = (out / "overhead.md").read_text()
     assert "## Scaling" in report and "## DISAL" in report and "IQR" in report
     assert (out / "scaling.png").stat().st_size > 0
+
+
+# Planted per-repeat times: the median of the per-repeat ratios differs from their mean and from
+# the ratio of the medians, so each ratio below can only come out of the median of ratios.
+PLANTED = {
+    "plain": [1.0, 2.0, 4.0],
+    "floor": [1.5, 2.0, 16.0],  # / plain: 1.5, 1, 4 -> 1.5
+    "tidal": [3.0, 2.0, 4.0],  # / plain: 3, 1, 1 -> 1
+    "tidal_rows": [2.0, 10.0, 8.0],  # / plain: 2, 5, 2 -> 2; / floor: 4/3, 5, 1/2 -> 4/3
+    "bare_forward": [1.0, 2.0, 4.0],
+    "bare_forward_with_head": [1.5, 2.0, 16.0],
+    "entropy_sampling": [2.0, 1.0, 0.5],
+    "tidal_entropy": [3.0, 2.0, 4.0],  # / bare: 1; / bare + head: 2, 1, 1/4 -> 1; / entropy_sampling: 2
+    "tidal_margin": [2.0, 10.0, 8.0],  # / bare: 2; / bare + head: 4/3; / entropy_sampling: 10
+    "no_recording": [1.0, 2.0, 4.0],
+    "recording": [3.0, 2.0, 4.0],  # / no recording: 1
+    "disal": [2.0, 10.0, 8.0],  # / bare + head: 4/3; / tidal_entropy: 2/3, 5, 2 -> 2
+}
+
+
+@pytest.fixture
+def planted_times(monkeypatch):
+    monkeypatch.setattr(overhead, "interleaved", lambda runs, repeats, seed=0: {k: PLANTED[k] for k in runs})
+    monkeypatch.setattr(overhead, "count_flops", lambda fn: 1)
+
+
+def test_ratios_are_medians_of_the_per_repeat_ratios(planted_times):
+    fit = overhead.measure_fit("mlp", 3, n_train=64, epochs=1)
+    assert (fit["plain_s"], fit["head_floor_s"], fit["tidal_s"], fit["tidal_rows_s"]) == (2.0, 2.0, 3.0, 8.0)
+    assert (fit["ratio"], fit["like_for_like_ratio"], fit["head_floor_ratio"]) == (1.0, 2.0, 1.5)
+    assert fit["like_for_like_vs_head_floor"] == pytest.approx(4 / 3)
+    assert overhead.verdict(fit, "tidal", "plain", 1.1) == "1.000 (meets <= 1.1; IQR 1.000-2.000)"
+
+    query = overhead.measure_query("mlp", 3, n_pool=256)
+    assert query["tidal_entropy_vs_bare_forward"] == 1.0
+    assert query["tidal_entropy_vs_bare_forward_with_head"] == 1.0
+    assert query["tidal_entropy_vs_entropy_sampling"] == 2.0
+    assert query["tidal_margin_vs_bare_forward"] == 2.0
+    assert query["tidal_margin_vs_bare_forward_with_head"] == pytest.approx(4 / 3)
+    assert query["tidal_margin_vs_entropy_sampling"] == 10.0
+
+    disal = overhead.measure_disal("mlp", 3, n_train=64, epochs=1, n_pool=256)
+    assert (disal["fit_ratio"], disal["disal_vs_tidal_entropy"]) == (1.0, 2.0)
+    assert disal["query_ratio"] == pytest.approx(4 / 3)
 
 
 def test_parts_measure_and_report_only_what_is_asked(tmp_path):

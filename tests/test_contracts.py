@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from modAL.models import ActiveLearner, Committee
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -20,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
 import tidal_modal
-from tidal_modal import TiDALNetClassifier, td_entropy, td_margin, tidal_entropy, tidal_margin
+from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 
 
@@ -147,6 +148,37 @@ class TestSkorch:
         np.testing.assert_allclose(td, net.predict_proba(X[:30]), atol=1e-6)
 
 
+class PlantedTD(BaseEstimator, ClassifierMixin):
+    """A fitted estimator with known outputs: row ``i`` of the pool is ``[[i]]``."""
+
+    def __init__(self, td=None, proba=None):
+        self.td = td
+        self.proba = proba
+
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        return np.asarray(self.proba)[np.asarray(X)[:, 0]]
+
+    def predict_td(self, X, return_proba=False):
+        td = np.asarray(self.td)[np.asarray(X)[:, 0]]
+        return (td, self.predict_proba(X)) if return_proba else td
+
+
+ROW_IDS = np.arange(4)[:, None]
+
+
+def planted_committee(td, proba):
+    """A Committee of two members whose TD and probabilities are ``td[m]`` and ``proba[m]``."""
+    members = []
+    for member_td, member_proba in zip(td, proba, strict=True):
+        estimator = PlantedTD(member_td, member_proba)
+        estimator.classes_ = np.arange(len(member_td[0]))
+        members.append(ActiveLearner(estimator))
+    return Committee(members, query_strategy=tidal_entropy)
+
+
 def _ids(result):
     """The indices from a strategy's or a learner's return value, whichever modAL is installed."""
     return result[0] if isinstance(result, tuple) else result
@@ -176,7 +208,8 @@ class TestModAL:
         X, y = data
         learner = ActiveLearner(make_net(), tidal_entropy, X_training=X[:30], y_training=y[:30])
         idx, rows, metrics = learner.query(X[30:], n_instances=4, return_metrics=True)
-        np.testing.assert_allclose(metrics, td_entropy(learner.estimator.predict_td(rows)), rtol=1e-6)
+        td = learner.estimator.predict_td(rows)
+        np.testing.assert_allclose(metrics, -(td * np.log(td)).sum(axis=1), rtol=1e-5)  # the entropy by hand
         assert np.all(np.diff(metrics) <= 0)  # most uncertain first
 
     def test_tensor_pool(self, data):
@@ -195,20 +228,33 @@ class TestModAL:
             learners.append(ActiveLearner(make_net(), X_training=X[:30], y_training=y[:30]))
         return Committee(learners, query_strategy=tidal_entropy)
 
-    def test_committee_entropy_of_the_mean_td(self, committee, data):
-        pool = data[0][30:]
-        mean_td = np.mean([learner.estimator.predict_td(pool) for learner in committee], axis=0)
-        expected = np.argsort(-td_entropy(mean_td), kind="stable")[:4]
-        idx, rows = committee.query(pool, n_instances=4)[:2]
-        np.testing.assert_array_equal(idx, expected)
+    def test_committee_entropy_of_the_mean_td(self):
+        # row 0: two confident members that disagree, the mean TD is uniform (entropy ln 2 = 0.69);
+        # row 1: both at [0.6, 0.4] (0.67); row 2: both confident (0.33). The mean of the members'
+        # entropies would rank row 1 first.
+        td = [
+            [[0.9, 0.1], [0.6, 0.4], [0.1, 0.9]],
+            [[0.1, 0.9], [0.6, 0.4], [0.1, 0.9]],
+        ]
+        committee = planted_committee(td, td)
+        idx = _ids(committee.query(ROW_IDS[:3], n_instances=2))
+        np.testing.assert_array_equal(idx, [0, 1])
 
-    def test_committee_margin_at_the_consensus_label(self, committee, data):
-        pool = data[0][30:]
-        outputs = [learner.estimator.predict_td(pool, return_proba=True) for learner in committee]
-        mean_td, mean_proba = (np.mean(arrays, axis=0) for arrays in zip(*outputs, strict=True))
-        np.testing.assert_array_equal(mean_proba.argmax(axis=1), committee.predict(pool))
-        expected = np.argsort(td_margin(mean_td, mean_proba.argmax(axis=1)), kind="stable")[:4]
-        np.testing.assert_array_equal(_ids(tidal_margin(committee, pool, n_instances=4)), expected)
+    def test_committee_margin_at_the_consensus_label(self):
+        # mean TD: [0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1]; consensus labels
+        # 0, 0, 0, 1 (member 0 alone would say 1 for row 0). Margins at them: -0.3, 0, 0.7, 0.3; at
+        # the TD's own argmax row 0's would be +0.2.
+        td = [
+            [[0.3, 0.4, 0.3], [0.4, 0.4, 0.2], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1]],
+            [[0.1, 0.6, 0.3], [0.4, 0.4, 0.2], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1]],
+        ]
+        proba = [
+            [[0.45, 0.55, 0.0], [0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]],
+            [[0.75, 0.25, 0.0], [0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]],
+        ]
+        committee = planted_committee(td, proba)
+        np.testing.assert_array_equal(committee.predict(ROW_IDS), [0, 0, 0, 1])
+        np.testing.assert_array_equal(_ids(tidal_margin(committee, ROW_IDS, n_instances=2)), [0, 1])
 
     def test_committee_with_a_member_without_predict_td(self, committee, data):
         X, y = data

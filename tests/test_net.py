@@ -42,6 +42,22 @@ def hand_computed_td(X, passes):
     return np.array([np.mean(s, axis=0) if s else np.full(proba.shape[1], np.nan) for s in seen])
 
 
+def hand_td(net, features):
+    """The TD head computed by hand from its feature maps: each averaged over its spatial
+    dimensions, through its branch (Linear, ReLU); the branches concatenated, the output layer, softmax."""
+    head = net.module_.td_head
+    hidden = []
+    for f, branch in zip(features, head.branches, strict=True):
+        pooled = f.mean(dim=(2, 3)) if f.dim() == 4 else f
+        hidden.append(torch.relu(pooled @ branch[0].weight.T + branch[0].bias))
+    return torch.softmax(torch.cat(hidden, dim=1) @ head.weight.T + head.bias, dim=1).detach().numpy()
+
+
+def penultimate(net, X):
+    """The input of the test MLP's last layer, in eval mode."""
+    return net.module_.backbone.eval().body(torch.as_tensor(X))
+
+
 @pytest.fixture
 def tiny():
     rng = np.random.RandomState(0)
@@ -239,6 +255,8 @@ class TestPrediction:
         np.testing.assert_array_equal(proba, fitted.predict_proba(X[300:400]))
         np.testing.assert_array_equal(td, fitted.predict_td(X[300:400]))
         assert not np.allclose(td, proba)  # the head is not a copy of the classifier
+        expected = hand_td(fitted, [penultimate(fitted, X[300:400])])
+        np.testing.assert_allclose(td, expected, rtol=1e-5, atol=1e-7)
 
     def test_float64_input_is_cast(self, fitted, digits):
         X, _ = digits
@@ -282,7 +300,10 @@ class TestBackbones:
             SmallCNN, td_layers=["stage1", "stage2"], td_hidden=16, max_epochs=2, verbose=0
         ).fit(images, y[:200])
         assert [b[0].in_features for b in net.module_.td_head.branches] == [8, 16]
-        assert net.predict_td(images[:7]).shape == (7, 10)
+        backbone = net.module_.backbone
+        stage1 = backbone.stage1(torch.as_tensor(images[:7]))
+        expected = hand_td(net, [stage1, backbone.stage2(stage1)])  # both maps averaged over 8x8 / 4x4
+        np.testing.assert_allclose(net.predict_td(images[:7]), expected, rtol=1e-5, atol=1e-7)
 
     def test_module_with_its_own_td_head(self, tiny):
         X, y = tiny
@@ -308,7 +329,9 @@ class TestEstimatorProtocol:
         net.set_params(module__hidden=7)
         assert net.module_.backbone.body[0].out_features == 7
         net.fit(X, y)
-        assert net.predict_td(X).shape == (30, 2)
+        assert net.module_.td_head.branches[0][0].in_features == 7  # a new head for the new width
+        expected = hand_td(net, [penultimate(net, X)])
+        np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-5, atol=1e-7)
 
     def test_grid_search_over_td_weight(self, digits):
         X, y = digits
@@ -319,8 +342,11 @@ class TestEstimatorProtocol:
             scoring="accuracy",
         ).fit(X[:200], y[:200])
         assert len(search.cv_results_["params"]) == 2
-        assert search.best_estimator_.td_weight == search.best_params_["td_weight"]
-        assert search.best_estimator_.predict_td(X[:3]).shape == (3, 10)
+        best = search.best_estimator_
+        assert best.td_weight == search.best_params_["td_weight"]
+        assert best.training_dynamics_.shape == (200, 10)  # refit on all rows, not on a fold
+        expected = hand_td(best, [penultimate(best, X[:3])])
+        np.testing.assert_allclose(best.predict_td(X[:3]), expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.cuda

@@ -1,7 +1,5 @@
 """Every bad input gets a clear error before anything changes (tidal_modal.validation)."""
 
-import tracemalloc
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +17,8 @@ from torch import nn
 from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 from tidal_modal.validation import check_finite_batch, check_predict_input
+
+from .test_pool import peak_allocation
 
 
 class MLP(nn.Module):
@@ -149,11 +149,13 @@ class TestFitInput:
         ],
         ids=["pandas", "lists", "float64", "object-numbers", "tensors"],
     )
-    def test_converts_what_should_just_work(self, convert):
+    def test_converts_what_should_just_work(self, convert, fitted):
         X, y = blobs()
+        torch.manual_seed(0)
         net = make_net().fit(*convert(X, y))
         assert net.n_features_in_ == 4
-        assert net.predict_td(convert(X, y)[0]).shape == (60, 3)
+        # the same values reach the module: the same training as on the float32 array
+        np.testing.assert_allclose(net.predict_td(convert(X, y)[0]), fitted.predict_td(X), rtol=1e-6)
 
     def test_float64_is_cast_to_the_module_dtype(self, fitted):
         X, _ = blobs()
@@ -162,20 +164,27 @@ class TestFitInput:
     def test_integer_features_are_cast(self):
         X, y = blobs()
         net = make_net().fit(X.round().astype(np.int64), y)
-        assert net.predict_td(X.round().astype(np.int32)).shape == (60, 3)
+        np.testing.assert_array_equal(
+            net.predict_td(X.round().astype(np.int32)), net.predict_td(X.round().astype(np.float32))
+        )
 
     def test_integer_ids_reach_an_embedding(self):
         rng = np.random.RandomState(0)
         X, y = rng.randint(0, 10, size=(40, 5)), np.arange(40) % 3
         net = make_net(module=EmbeddingNet).fit(X, y)
-        assert net.predict_td(X).shape == (40, 3)
+        with torch.no_grad():
+            expected = torch.softmax(net.module_(torch.as_tensor(X))[1], dim=1).numpy()
+        np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-6)
 
     @pytest.mark.parametrize("as_dict", [True, False])
     def test_several_inputs_pass_through(self, as_dict):
         X, y = blobs()
+        a, b = torch.as_tensor(X[:, :2]), torch.as_tensor(X[:, 2:])
         X = {"a": X[:, :2], "b": X[:, 2:]} if as_dict else (X[:, :2], X[:, 2:])
         net = make_net(module=TwoInputs).fit(X, y)
-        assert net.predict_td(X).shape == (60, 3)
+        with torch.no_grad():
+            expected = torch.softmax(net.module_(a, b)[1], dim=1).numpy()  # each input in its place
+        np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-6)
 
     def test_warm_start_with_another_feature_count(self, fresh_fit):
         net, X, y = fresh_fit
@@ -216,12 +225,16 @@ class TestLabels:
         net = make_net(classes=[0, 1, 2]).fit(X, y)  # the module has 3 outputs, class 2 unseen
         assert np.asarray(net.classes_).tolist() == [0, 1, 2]
         assert net.predict_proba(X).shape == (60, 3)
+        predicted = net.predict(X)
+        assert 2 not in predicted and (predicted == y).mean() > 0.9  # 0.97
 
     def test_declared_classes_take_a_later_class_with_warm_start(self):
         X, y = blobs()
         net = make_net(classes=[0, 1, 2], warm_start=True).fit(X[y < 2], y[y < 2])
+        assert 2 not in net.predict(X)
         net.fit(X, y)
         assert net.training_dynamics_.shape == (60, 3)
+        assert (net.predict(X[y == 2]) == 2).mean() > 0.9  # the new class is learned (all 20 rows)
 
     def test_label_outside_the_declared_classes(self):
         X, y = blobs()
@@ -239,6 +252,8 @@ class TestLabels:
         assert np.asarray(net.classes_).tolist() == [0, 1, 2]
         assert net.predict_proba(X).shape == (60, 3)
         assert net.training_dynamics_.shape == (60, 3)
+        predicted = net.predict(X)
+        assert 2 not in predicted and (predicted == y).mean() > 0.9
 
     def test_a_single_labeled_class_is_enough(self):
         X, y = blobs()
@@ -327,13 +342,9 @@ class TestPredictInput:
             X = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.float32, shape=shape)
         else:
             X = np.zeros(shape, np.float32)
-        tracemalloc.start()
-        try:
-            assert check_predict_input(fitted, X) is not None
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert peak < 200_000
+        with peak_allocation() as peak:
+            assert np.shares_memory(check_predict_input(fitted, X), X)
+        assert peak["numpy"] + peak["torch"] < 200_000, peak  # an eighth of the pool
 
 
 class TestFiniteBatch:
