@@ -59,11 +59,13 @@ def _logit_batches(net, X, mc_dropout=False):
             raise ValueError("MC-dropout BALD needs a backbone with dropout layers.")
         for m in dropouts:
             m.train()
-    with torch.no_grad():
-        for batch in net.get_iterator(net.get_dataset(X), training=False):
-            Xi, _ = unpack_data(batch)
-            yield net.infer(Xi)[0]  # TiDALModule returns (logits, td_logits)
-    module.eval()
+    try:
+        with torch.no_grad():
+            for batch in net.get_iterator(net.get_dataset(X), training=False):
+                Xi, _ = unpack_data(batch)
+                yield net.infer(Xi)[0]  # TiDALModule returns (logits, td_logits)
+    finally:  # also when scoring raises or the caller stops early: no dropout left on
+        module.eval()
 
 
 def random_sampling(classifier, X_pool, n_instances=1, *, random_state=None):

@@ -172,3 +172,20 @@ def test_every_strategy_queries_through_an_active_learner(name, data):
     indices, rows = learner.query(X[20:], n_instances=5)
     assert len(set(np.asarray(indices).tolist())) == 5
     np.testing.assert_array_equal(rows, X[20:][indices])
+
+
+def test_a_caller_that_stops_early_leaves_no_dropout_on():
+    """``_logit_batches`` restores eval mode in a ``finally``, also for a generator closed early."""
+    from benchmarks.baselines import _logit_batches
+    from tidal_modal import TiDALNetClassifier
+
+    from .models import MLP
+
+    X = np.random.RandomState(0).rand(100, 64).astype(np.float32)
+    net = TiDALNetClassifier(MLP, module__dropout=0.5, max_epochs=1, verbose=0, batch_size=10)
+    net.fit(X, np.arange(100) % 10)
+    batches = _logit_batches(net, X, mc_dropout=True)
+    next(batches)
+    assert any(m.training for m in net.module_.modules())  # dropout on while scoring
+    batches.close()
+    assert not any(m.training for m in net.module_.modules())
