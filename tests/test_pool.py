@@ -9,9 +9,19 @@ import pytest
 import torch
 from skorch.dataset import Dataset
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.data import Subset, TensorDataset
 
 from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
-from tidal_modal.pool import RowSubset, iter_slices, num_rows, take_rows
+from tidal_modal.pool import (
+    LabeledDataset,
+    RowStack,
+    RowSubset,
+    iter_slices,
+    num_rows,
+    select_rows,
+    stack_rows,
+    take_rows,
+)
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 
 from .models import MLP
@@ -141,3 +151,57 @@ class TestStreamingEqualsBatch:
         with peak_allocation() as peak:
             torch.as_tensor(pool).clone()
         assert peak["torch"] >= pool.nbytes and peak["numpy"] < 0.01 * pool.nbytes, peak
+
+
+class TestStackRows:
+    """The learner's growing labeled set, in the type it was given."""
+
+    def test_a_memmap_stays_on_disk(self, tmp_path):
+        disk = np.memmap(tmp_path / "x.dat", dtype=np.float32, mode="w+", shape=(6, 2))
+        disk[:] = np.arange(12).reshape(6, 2)
+        stack = stack_rows(stack_rows(disk, np.full((2, 2), -1.0)), [[7.0, 8.0]])
+        assert isinstance(stack, RowStack) and stack.parts[0] is disk and len(stack.parts) == 3
+        expected = np.concatenate([np.arange(12).reshape(6, 2), np.full((2, 2), -1.0), [[7.0, 8.0]]])
+        assert stack.shape == (9, 2) and stack.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(stack), expected)
+        for key in (slice(4, 8), [8, 0, 6, 5], np.array([-1, -3]), slice(None, None, -2)):
+            np.testing.assert_array_equal(stack[key], expected[key])
+        np.testing.assert_array_equal(stack[7], expected[7])
+        assert stack[0].flags.writeable  # a single row is a copy torch can take
+
+    def test_rows_of_another_shape(self, tmp_path):
+        disk = np.memmap(tmp_path / "x.dat", dtype=np.float32, mode="w+", shape=(3, 2))
+        with pytest.raises(ValueError, match="different shapes"):
+            stack_rows(disk, np.zeros((1, 3)))
+
+    def test_each_type_keeps_its_type(self):
+        pd = pytest.importorskip("pandas")
+        np.testing.assert_array_equal(stack_rows(np.eye(2), np.ones((1, 2))), [[1, 0], [0, 1], [1, 1]])
+        tensor = stack_rows(torch.eye(2, dtype=torch.float64), np.ones((1, 2), dtype=np.float32))
+        assert tensor.dtype == torch.float64 and tensor.tolist() == [[1, 0], [0, 1], [1, 1]]
+        frame = pd.DataFrame({"a": [1, 2], "b": [3, 4]})
+        stacked = stack_rows(frame, np.array([[5, 6]]))
+        assert list(stacked.columns) == ["a", "b"] and stacked.to_numpy().tolist() == [[1, 3], [2, 4], [5, 6]]
+        assert stack_rows(pd.Series([1, 2]), [3]).tolist() == [1, 2, 3]
+        assert stack_rows([1, 2], np.array([3])) == [1, 2, 3]
+        data = TensorDataset(torch.arange(3))
+        assert len(stack_rows(data, Subset(data, [0]))) == 4
+        assert stack_rows(None, "anything") == "anything"
+        with pytest.raises(TypeError, match="Cannot add rows to training data of type dict"):
+            stack_rows({"a": 1}, {"a": 2})
+
+    def test_select_rows_in_the_pool_type(self):
+        pd = pytest.importorskip("pandas")
+        idx = np.array([2, 0])
+        assert select_rows(torch.arange(4), idx).tolist() == [2, 0]
+        assert select_rows(pd.DataFrame({"a": range(4)}), idx)["a"].tolist() == [2, 0]
+        assert select_rows(["w", "x", "y", "z"], idx) == ["y", "w"]
+        subset = select_rows(TensorDataset(torch.arange(4)), idx)
+        assert isinstance(subset, Subset) and subset.indices == [2, 0]
+
+    def test_labeled_dataset(self):
+        images = TensorDataset(torch.arange(3.0), torch.full((3,), -1))  # (x, unknown label)
+        labeled = LabeledDataset(images, np.array([4, 5, 6]))
+        assert [(float(x), int(y)) for x, y in (labeled[i] for i in range(3))] == [(0, 4), (1, 5), (2, 6)]
+        with pytest.raises(ValueError, match="3 items but y has 2 labels"):
+            LabeledDataset(images, [1, 2])
