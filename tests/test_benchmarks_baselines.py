@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from modAL.models import ActiveLearner
 from torch import nn
 
 from benchmarks import baselines
@@ -16,7 +15,7 @@ from benchmarks.baselines import (
     penultimate_features,
     random_sampling,
 )
-from tidal_modal import TiDALNetClassifier
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 
 
@@ -166,7 +165,7 @@ class TestRandom:
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_every_strategy_queries_through_an_active_learner(name, data):
     X, y = data
-    learner = ActiveLearner(
+    learner = TiDALActiveLearner(
         small_net(dropout=0.3), query_strategy=STRATEGIES[name], X_training=X[:20], y_training=y[:20]
     )
     indices, rows = learner.query(X[20:], n_instances=5)

@@ -1,13 +1,12 @@
-"""A whole active-learning loop: modAL's ActiveLearner around a Pipeline ending in our net."""
+"""A whole active-learning loop: TiDALActiveLearner (modAL's) around a Pipeline ending in our net."""
 
 import numpy as np
 import pytest
 import torch
-from modAL.models import ActiveLearner
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy, tidal_margin
 
 from .models import MLP
 
@@ -30,7 +29,7 @@ def test_pipeline_in_active_learner_queries_the_rows_it_gets_wrong(digits, strat
         warm_start=True,
         verbose=0,
     )
-    learner = ActiveLearner(
+    learner = TiDALActiveLearner(
         estimator=make_pipeline(StandardScaler(), net),
         query_strategy=strategy,
         X_training=X[initial].astype(np.float64),  # the scaler hands the net float64

@@ -104,6 +104,7 @@ class TestTeach:
         assert all(torch.equal(v, weights[k]) for k, v in net.module_.state_dict().items())
         assert len(learner.X_training) == 20
 
+    @pytest.mark.modal_fit
     def test_plain_modal_learner_keeps_the_rows_of_a_failed_teach(self, data):
         """Why TiDALActiveLearner exists: modAL appends the rows before fitting."""
         X, y = data

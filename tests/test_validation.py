@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from modAL.models import ActiveLearner
 from sklearn.datasets import make_blobs
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import NotFittedError
@@ -14,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from skorch.exceptions import NotInitializedError
 from torch import nn
 
-from tidal_modal import TiDALNetClassifier, tidal_entropy, tidal_margin
+from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
 from tidal_modal.validation import check_finite_batch, check_predict_input
 
@@ -410,7 +409,7 @@ class TestQueryInput:
     def test_learner_without_predict_td(self):
         X, y = blobs()
         forest = RandomForestClassifier(n_estimators=3)
-        learner = ActiveLearner(forest, tidal_entropy, X_training=X, y_training=y)
+        learner = TiDALActiveLearner(forest, tidal_entropy, X_training=X, y_training=y)
         with pytest.raises(TypeError, match="predict_td.*RandomForestClassifier"):
             learner.query(X, n_instances=3)
 
