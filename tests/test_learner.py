@@ -163,7 +163,8 @@ class TestClassesFromTheModule:
         assert np.asarray(net.classes_).tolist() == list(range(10))
         assert net.training_dynamics_.shape == (6, 10)
         assert (net.predict(X[y == 7][:30]) == 7).all()  # what the refit on sevens alone learned
-        assert len(learner.y_training) == len(first) + 6
+        # modAL 0.4.1 adds the rows to the labeled data, 0.4.2 fits on them without keeping them
+        assert len(learner.y_training) == len(first) + (0 if MODAL_RETURNS_METRICS else 6)
 
 
 class ImagePool(torch.utils.data.Dataset):

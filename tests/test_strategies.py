@@ -162,6 +162,14 @@ class TestDeterminism:
 
 
 class TestSelectTopK:
+    def test_ties_at_the_kth_place_go_to_the_earlier_rows(self):
+        assert select_top_k(np.ones(10), 3).tolist() == [0, 1, 2]
+        scores = np.array([0.5, 0.9, 0.5, 0.5, 0.9, 0.1, 0.5])
+        assert select_top_k(scores, 4).tolist() == [1, 4, 0, 2]
+        rng_order = np.random.RandomState(7).permutation(7)  # what random_tie_break draws
+        expected = [i for i in rng_order if scores[i] == 0.9] + [i for i in rng_order if scores[i] == 0.5][:2]
+        assert select_top_k(scores, 4, random_tie_break=True, random_state=7).tolist() == expected
+
     def test_equals_full_sort_top_k(self):
         scores = np.random.RandomState(0).rand(1000)
         top = select_top_k(scores, 25)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from .checkpoint import load_learner, save_learner
 from .net import TiDALNetClassifier
 from .pool import LabeledDataset, num_rows, select_rows, stack_rows
-from .strategies import tidal_entropy
+from .strategies import is_dask_array, tidal_entropy
 from .validation import InputData
 
 __all__ = ["TiDALActiveLearner"]
@@ -241,8 +241,9 @@ class TiDALActiveLearner(ActiveLearner):
 
         Parameters
         ----------
-        X_pool : array-like, tensor or DataFrame
-            The unlabeled pool.
+        X_pool : array-like, tensor, DataFrame or dask array
+            The unlabeled pool. A dask array is scored where its blocks live (see
+            :mod:`tidal_modal.dask`); only the selected rows are computed and returned.
         *args, **kwargs
             Passed to the query strategy (e.g. ``n_instances``).
         return_metrics : bool, default=False
@@ -259,6 +260,8 @@ class TiDALActiveLearner(ActiveLearner):
         result = self.query_strategy(self, X_pool, *args, **kwargs)
         indices, metrics = result if isinstance(result, tuple) else (result, None)
         rows = select_rows(X_pool, indices)
+        if is_dask_array(rows):  # the selected rows only, in memory, as a memory-mapped pool's are
+            rows = rows.compute()
         if not return_metrics:
             return indices, rows
         if metrics is None:

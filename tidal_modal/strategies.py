@@ -8,6 +8,7 @@ estimator that has one can be queried; :func:`disal` uses a skorch net's recorde
 """
 
 import inspect
+import sys
 
 import numpy as np
 from modAL.models.base import BaseLearner
@@ -51,6 +52,10 @@ def select_top_k(
 ) -> np.ndarray:
     """Indices of the ``n_instances`` highest scores, highest first, in O(n) selection.
 
+    Equal scores are taken and ordered by position, the earlier row first (at the k-th place
+    too), or by a random permutation with ``random_tie_break``. The order is total, so the top
+    k of a pool are the top k of its parts' top k (what scoring a Dask pool by blocks relies on).
+
     Parameters
     ----------
     scores : ndarray of shape (n_samples,)
@@ -75,9 +80,29 @@ def select_top_k(
     order = check_random_state(random_state).permutation(n) if random_tie_break else None
     candidates = scores if order is None else scores[order]
     top = np.argpartition(candidates, n - n_instances)[n - n_instances :]  # O(n), no sort
+    kth = candidates[top].min()
+    above, tied = top[candidates[top] > kth], np.flatnonzero(candidates == kth)
+    if len(above) + len(tied) > n_instances:  # argpartition kept any of the tied rows: the first ones
+        top = np.concatenate([above, tied[: n_instances - len(above)]])
     # order the few selected rows: by score, then by their (possibly shuffled) position
     top = top[np.lexsort((top, -candidates[top]))]
     return top if order is None else order[top]
+
+
+def is_dask_array(X) -> bool:
+    """Whether ``X`` is a ``dask.array.Array``, asked without importing Dask (if ``X`` is one,
+    Dask is imported already)."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(X, dask_array.Array)
+
+
+def check_finite_scores(scores: np.ndarray) -> None:
+    """Raise if a pool's scores are not all finite (nothing could be ranked from them)."""
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            "The scores of the pool contain NaN or inf: the network's outputs are not finite "
+            "(diverged training, or non-finite values in X_pool). Check the data and the learning rate."
+        )
 
 
 def _query(
@@ -107,26 +132,41 @@ def _query(
             # O(pool_subset) memory, unlike a permutation of the pool; sorted, so that a
             # memory-mapped pool is read front to back
             candidates = np.sort(sample_without_replacement(n_pool, pool_subset, random_state=rng))
-            X_pool = take_rows(X_pool, candidates)
     n_candidates = n_pool if candidates is None else len(candidates)
     if n_instances > n_candidates:
         raise ValueError(
             f"n_instances={n_instances} is larger than the {n_candidates} candidates "
             f"({'pool_subset' if candidates is not None else 'X_pool'} size)."
         )
-    scores = uncertainty(classifier, X_pool)
-    if not np.isfinite(scores).all():
-        raise ValueError(
-            "The scores of the pool contain NaN or inf: the network's outputs are not finite "
-            "(diverged training, or non-finite values in X_pool). Check the data and the learning rate."
+    if is_dask_array(X_pool):
+        if select is not None:
+            raise TypeError(
+                "This strategy selects from every score of the pool, which a dask array pool does not "
+                "gather; pass X_pool.compute(), or query the dask pool with tidal_entropy, tidal_margin "
+                "or disal."
+            )
+        from .dask import dask_top_k  # only here: `import tidal_modal` never imports Dask
+
+        top, top_scores = dask_top_k(
+            uncertainty,
+            classifier,
+            X_pool,
+            n_instances,
+            candidates,
+            random_tie_break=random_tie_break,
+            rng=rng,
         )
-    if select is None:
-        top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
     else:
-        top = select(scores, n_instances, rng)
+        scores = uncertainty(classifier, X_pool if candidates is None else take_rows(X_pool, candidates))
+        check_finite_scores(scores)
+        if select is None:
+            top = select_top_k(scores, n_instances, random_tie_break=random_tie_break, random_state=rng)
+        else:
+            top = select(scores, n_instances, rng)
+        top_scores = scores[top]
     indices = top if candidates is None else candidates[top]
     if MODAL_RETURNS_METRICS:
-        return indices, scores[top]
+        return indices, top_scores
     return indices
 
 
@@ -147,8 +187,10 @@ def tidal_entropy(
         A learner's ``.estimator`` is used. The earlier steps of a Pipeline transform the
         candidates once; the last step must have ``predict_td``. A Committee's members'
         predicted TD are averaged.
-    X_pool : array-like or tensor
-        The unlabeled pool.
+    X_pool : array-like, tensor or dask array
+        The unlabeled pool. A ``dask.array.Array`` is scored block by block where it lives (on
+        the current ``dask.distributed`` Client, or Dask's local scheduler), with the same
+        result; see :mod:`tidal_modal.dask`.
     n_instances : int, default=1
         Number of rows to query.
     random_tie_break : bool, default=False
@@ -252,8 +294,8 @@ def disal(
         ``TiDALNetClassifier`` records the trajectory by default; a plain
         ``skorch.NeuralNetClassifier`` needs ``callbacks=[TrajectoryRecorder()]``. A
         Committee's members' scores are averaged.
-    X_pool : array-like, tensor or Dataset
-        The unlabeled pool.
+    X_pool : array-like, tensor, Dataset or dask array
+        The unlabeled pool (a dask array as in :func:`tidal_entropy`).
     n_instances, random_tie_break, pool_subset, random_state
         As in :func:`tidal_entropy`.
     target, sign, normalize, n_checkpoints, heads
