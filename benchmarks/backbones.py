@@ -1,4 +1,4 @@
-"""Classifier backbones for the benchmarks: an MLP, a small CNN and a CIFAR ResNet-18.
+"""Classifier backbones for the benchmarks: an MLP, small CNNs and a CIFAR ResNet-18.
 
 Each returns class logits and has dropout before its last ``nn.Linear`` (MC-dropout BALD needs
 it); TiDAL's head reads the input of that layer unless ``td_layers`` names other layers. Every
@@ -11,7 +11,7 @@ import math
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["BACKBONES", "MLP", "SmallCNN", "ResNet18", "backbone_params"]
+__all__ = ["BACKBONES", "MLP", "SmallCNN", "BatchNormCNN", "ResNet18", "backbone_params"]
 
 
 class MLP(nn.Module):
@@ -41,6 +41,18 @@ class MLP(nn.Module):
         return self.layers(x.flatten(1))
 
 
+def _conv_stage(in_channels, out_channels, batch_norm):
+    """3x3 convolution (+ batch norm), ReLU, 2x2 max-pool."""
+    if not batch_norm:
+        return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    ]
+
+
 class SmallCNN(nn.Module):
     """Two conv-pool stages and a two-layer classifier, for 8x8 to 32x32 images.
 
@@ -52,18 +64,16 @@ class SmallCNN(nn.Module):
     width : int, default=32
         Channels of the first convolution (the second has twice as many).
     dropout : float, default=0.3
+    batch_norm : bool, default=False
+        Batch norm after each convolution (which then has no bias).
     """
 
-    def __init__(self, image_shape, n_classes, width=32, dropout=0.3):
+    def __init__(self, image_shape, n_classes, width=32, dropout=0.3, batch_norm=False):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.features = nn.Sequential(
-            nn.Conv2d(image_shape[0], width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *_conv_stage(image_shape[0], width, batch_norm),
+            *_conv_stage(width, 2 * width, batch_norm),
             nn.AdaptiveAvgPool2d(2),  # [n, 2 * width, 2, 2] whatever the image size
         )
         self.classifier = nn.Sequential(
@@ -76,6 +86,25 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x.view(-1, *self.image_shape)))
+
+
+class BatchNormCNN(SmallCNN):
+    """:class:`SmallCNN` at half width (16 and 32 channels) with batch norm after each convolution.
+
+    The ``*-paper`` presets' backbone: SGD at the paper's LR 0.1 trains it in a few hundred
+    steps, as batch norm lets the paper's ResNet-18 train, where :class:`SmallCNN` plateaus
+    for most of a fit on 100 labels; half the width is about a third of its CPU time.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+    n_classes : int
+    width : int, default=16
+    dropout : float, default=0.3
+    """
+
+    def __init__(self, image_shape, n_classes, width=16, dropout=0.3):
+        super().__init__(image_shape, n_classes, width, dropout, batch_norm=True)
 
 
 class BasicBlock(nn.Module):
@@ -135,6 +164,7 @@ class ResNet18(nn.Module):
 BACKBONES = {
     "mlp": (MLP, None),
     "cnn": (SmallCNN, None),
+    "cnn-bn": (BatchNormCNN, None),
     "resnet18": (ResNet18, ["layer1", "layer2", "layer3", "layer4"]),
 }
 

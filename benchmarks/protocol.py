@@ -4,12 +4,13 @@ Random initial labeled set -> train -> score the pool -> label the top ``query_s
 for ``cycles`` queries, through :class:`~tidal_modal.TiDALActiveLearner` (modAL's ``ActiveLearner``,
 with data handling that works on every scikit-learn). For one seed every
 strategy starts from the same initial rows and the same initial weights, and each cycle's fit
-is seeded alike, so that only the query strategy differs.
+is seeded alike, so that only the query strategy differs. The net's training recipe is
+:mod:`benchmarks.recipe`'s.
 """
 
 import inspect
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 
 import numpy as np
@@ -22,8 +23,32 @@ from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
 
 from .backbones import backbone_params
 from .baselines import get_strategy
+from .recipe import augment_params, batch_params, lr_scheduler, optimizer_params, scoring_dropout
 
-__all__ = ["ALConfig", "EpochProgress", "initial_indices", "make_net", "run_active_learning"]
+__all__ = [
+    "ALConfig",
+    "EpochProgress",
+    "class_covering_indices",
+    "initial_indices",
+    "make_net",
+    "run_active_learning",
+]
+
+# fields added with the paper's recipe: config.json holds them only where they differ from the
+# default, so that the configurations of results committed before them still match
+RECIPE_FIELDS = (
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "shift",
+    "flip",
+    "even_batches",
+    "cover_classes",
+    "pool_subset",
+    "mc_dropout",
+)
 
 
 @dataclass(frozen=True)
@@ -34,20 +59,41 @@ class ALConfig:
     ----------
     dataset : str
         A name for :func:`~benchmarks.datasets.load_dataset`.
-    backbone : {"mlp", "cnn", "resnet18"}
+    backbone : {"mlp", "cnn", "cnn-bn", "resnet18"}
     initial_size, query_size, cycles : int
         Random initial labels, labels per query, number of queries.
     epochs, batch_size, lr : int, int, float
-        Each fit's training (Adam).
+        Each fit's training.
     warm_start : bool
         Keep the model across cycles, as the paper does (the optimiser is rebuilt each cycle);
         otherwise every cycle trains a freshly initialised model.
     td_weight, td_hidden : float, int
         TiDAL's ``lambda`` and TD-head width.
     dropout : float
-        Backbone dropout (MC-dropout BALD needs some).
+        Backbone dropout while training (MC-dropout BALD needs some, unless ``mc_dropout``).
     mc_draws : int
         Stochastic passes for BALD.
+    optimizer : {"adam", "sgd"}
+    momentum, weight_decay : float
+        The optimiser's; 0 leaves the optimiser's own defaults.
+    lr_milestones : tuple of float
+        Fractions of ``epochs`` after which the LR is multiplied by ``lr_gamma``, in every fit
+        (``MultiStepLR``); empty for a constant LR.
+    lr_gamma : float
+    shift : int
+        Training batches are shifted by up to this many pixels (zero padding); 0 for none.
+    flip : bool
+        Training batches are flipped left-right at random.
+    even_batches : bool
+        Training batches of equal size (one row apart), as few as ``batch_size`` allows, rather
+        than full batches and a remainder (batch norm needs it).
+    cover_classes : bool
+        The initial set has a row of every class of the pool (else it is purely random).
+    pool_subset : int or None
+        Each query scores a random subset of this many pool rows (the paper: 10,000);
+        None scores the whole pool.
+    mc_dropout : float or None
+        BALD's dropout rate, applied only while it scores; None keeps ``dropout``.
     """
 
     dataset: str
@@ -63,14 +109,55 @@ class ALConfig:
     td_hidden: int = 128
     dropout: float = 0.3
     mc_draws: int = 10
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_milestones: tuple = ()
+    lr_gamma: float = 0.1
+    shift: int = 0
+    flip: bool = False
+    even_batches: bool = False
+    cover_classes: bool = False
+    pool_subset: int | None = None
+    mc_dropout: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))  # a list from the command line
 
     def to_dict(self):
-        return asdict(self)
+        """The fields as JSON values; those of :data:`RECIPE_FIELDS` only where not at their default."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        defaults = {f.name: f.default for f in fields(self)}
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in values.items()
+            if name not in RECIPE_FIELDS or value != defaults[name]
+        }
 
 
 def initial_indices(n_pool, size, seed):
     """The random initial labeled rows of a seed; the same for every strategy."""
     return check_random_state(seed).choice(n_pool, size=size, replace=False)
+
+
+def class_covering_indices(y, size, seed):
+    """Initial labeled rows of a seed with every class of ``y`` in them; the same for every strategy.
+
+    One random row of each class, then ``size - n_classes`` more drawn at random from the rest,
+    so that beyond its first row a class is as likely to be drawn as in a random set.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is smaller than the number of classes in ``y``.
+    """
+    rng = check_random_state(seed)
+    classes = np.unique(y)
+    if size < len(classes):
+        raise ValueError(f"An initial set of {size} rows cannot cover the pool's {len(classes)} classes.")
+    firsts = np.array([rng.choice(np.flatnonzero(y == c)) for c in classes])
+    rest = rng.choice(np.setdiff1d(np.arange(len(y)), firsts), size=size - len(classes), replace=False)
+    return np.concatenate([firsts, rest])
 
 
 class EpochProgress(Callback):
@@ -88,6 +175,9 @@ class EpochProgress(Callback):
 
 def make_net(config, dataset, device="cpu", callbacks=None):
     """An unfitted :class:`~tidal_modal.TiDALNetClassifier` with the benchmark's backbone."""
+    scheduler = lr_scheduler(config)
+    if scheduler is not None:
+        callbacks = [("lr_scheduler", scheduler), *(callbacks or [])]
     return TiDALNetClassifier(
         **backbone_params(config.backbone, dataset.image_shape, dataset.n_classes, config.dropout),
         td_weight=config.td_weight,
@@ -95,7 +185,9 @@ def make_net(config, dataset, device="cpu", callbacks=None):
         max_epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
-        optimizer=torch.optim.Adam,
+        **optimizer_params(config),
+        **augment_params(config, dataset.image_shape),
+        **batch_params(config),
         warm_start=config.warm_start,
         # early labeled sets can miss classes (always so on a long tail); the net must know them all
         classes=list(range(dataset.n_classes)),
@@ -113,6 +205,8 @@ def _strategy(name, seed, config):
         strategy = partial(strategy, random_state=np.random.RandomState([seed, 1]))
     if "n_draws" in params:
         strategy = partial(strategy, n_draws=config.mc_draws)
+        if config.mc_dropout is not None:
+            strategy = scoring_dropout(strategy, config.mc_dropout)
     return strategy
 
 
@@ -143,7 +237,12 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
         ``strategy, seed, cycle, n_labeled, accuracy, fit_seconds, query_seconds``.
     """
     query = _strategy(strategy, seed, config)
-    labeled = initial_indices(len(dataset.y_pool), config.initial_size, seed)
+    if config.cover_classes:
+        labeled = class_covering_indices(dataset.y_pool, config.initial_size, seed)
+    else:
+        labeled = initial_indices(len(dataset.y_pool), config.initial_size, seed)
+    # the candidates' own stream: a seed's strategies score the same subset in their first query
+    subsets = np.random.RandomState([seed, 2])
     pool = np.setdiff1d(np.arange(len(dataset.y_pool)), labeled)
     picked = labeled  # the rows to (add and) fit on in this cycle
     net = make_net(config, dataset, device, [EpochProgress()] if epoch_progress else None)
@@ -174,8 +273,12 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
         }
         if cycle == config.cycles:
             break
-        n_query = min(config.query_size, len(pool))
+        candidates = pool
+        if config.pool_subset is not None and len(pool) > config.pool_subset:
+            candidates = np.sort(subsets.choice(pool, size=config.pool_subset, replace=False))
+        n_query = min(config.query_size, len(candidates))
         start = time.perf_counter()
-        chosen, _ = learner.query(dataset.X_pool[pool], n_instances=n_query)
+        chosen, _ = learner.query(dataset.X_pool[candidates], n_instances=n_query)
         query_seconds = time.perf_counter() - start
-        picked, pool = pool[chosen], np.delete(pool, chosen)
+        picked = candidates[chosen]
+        pool = np.setdiff1d(pool, picked, assume_unique=True)
