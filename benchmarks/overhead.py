@@ -115,10 +115,8 @@ class BackboneWithHead(nn.Module):
     def __init__(self, name, td_hidden=128):
         super().__init__()
         module, module_params = BACKBONES[name]
-        self.tidal = TiDALModule(module(**module_params), td_hidden=td_hidden).eval()
-        with torch.no_grad():
-            self.tidal(torch.zeros(2, N_FEATURES))  # give the lazy head its shapes before the optimizer
-        self.tidal.train()
+        # the lazy head gets its shapes from the first training batch, as in TiDALNetClassifier
+        self.tidal = TiDALModule(module(**module_params), td_hidden=td_hidden)
 
     def forward(self, x):
         return self.tidal(x)

@@ -39,8 +39,15 @@ def test_resnet_feeds_the_td_head_its_four_stages():
 
 
 class InitialWeights(Callback):
+    """The weights before the first optimizer step (the lazy TD head has its shape from the
+    first training batch's forward pass, so they are read after it)."""
+
     def on_train_begin(self, net, **kwargs):
-        self.weights = {k: p.detach().clone() for k, p in net.module_.named_parameters()}
+        self.weights = None
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        if self.weights is None:
+            self.weights = {k: p.detach().clone() for k, p in net.module_.named_parameters()}
 
 
 def test_params_build_a_trainable_net():

@@ -6,7 +6,14 @@ import torch
 from skorch.dataset import Dataset
 from torch.utils.data import Subset, default_collate
 
-from tidal_modal.dynamics import IndexedDataset, IndexedTarget, RowBatch, TrainingDynamics, collate_rows
+from tidal_modal.dynamics import (
+    IndexedDataset,
+    IndexedTarget,
+    RowBatch,
+    TrainingDynamics,
+    collate_rows,
+    source_rows,
+)
 
 
 def assert_same_batch(actual, expected):
@@ -24,7 +31,22 @@ class TestIndexedDataset:
         np.testing.assert_array_equal(Xi, X[3])
         assert (yi, i) == (1, 3)
         assert len(ds) == 5
-        assert ds.X is X and ds.y is y  # skorch's data_from_dataset still finds them
+
+    def test_subsets_keep_the_indices_of_the_data_they_come_from(self):
+        # what skorch's ValidSplit gives as training set: its rows' TD belong to the fit's rows
+        X, y = np.arange(20.0, dtype=np.float32).reshape(10, 2), np.arange(10)
+        ds = IndexedDataset(Subset(Subset(Dataset(X, y), [9, 7, 5, 3, 1]), [4, 0, 2]))
+        assert len(ds) == 3
+        assert [ds[i][1] for i in range(3)] == [IndexedTarget(1, 1), IndexedTarget(9, 9), IndexedTarget(5, 5)]
+        Xb, (yb, index) = collate_rows(ds.__getitems__([2, 1]))
+        assert index.tolist() == yb.tolist() == [5, 9]
+        np.testing.assert_array_equal(Xb.numpy(), X[[5, 9]])
+        assert source_rows(Subset(Dataset(X, y), [3, 4]))[1].tolist() == [3, 4]
+
+    def test_a_dataset_that_returns_one_value_gets_skorchs_error(self):
+        ds = IndexedDataset(torch.utils.data.TensorDataset(torch.zeros(4, 3)))
+        with pytest.raises(ValueError, match="returns 1 value"):
+            ds[0]
 
 
 class TestBatchFetch:

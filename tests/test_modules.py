@@ -95,3 +95,32 @@ class TestTiDALModule:
         assert module.input_dtype == torch.float32
         restored = pickle.loads(pickle.dumps(module.double()))
         assert restored.input_dtype == torch.float64
+
+    def test_attributes_of_the_backbone_are_reached_through_the_wrapper(self):
+        backbone = MLP(n_features=4, hidden=8, n_classes=3)
+        module = TiDALModule(backbone)
+        assert module.out is backbone.out and module.body is backbone.body
+        with pytest.raises(AttributeError, match="nope"):
+            module.nope  # noqa: B018
+
+    def test_setting_an_attribute_of_the_backbone_sets_it_there(self):
+        backbone = MLP(n_features=4, hidden=8, n_classes=3)
+        module = TiDALModule(backbone)
+        module.out = nn.Linear(8, 5)  # replaces the user's classifier layer
+        assert backbone.out is module.out and "out" not in module._modules
+        logits, td_logits = module(torch.randn(2, 4))
+        assert logits.shape == td_logits.shape == (2, 5)
+        module.note = "mine"  # the backbone has no such attribute: the wrapper keeps it
+        assert not hasattr(backbone, "note")
+        module.eval()  # the wrapper's own flags stay its own
+        assert not module.training and not backbone.training
+
+    def test_the_wrappers_attributes_win_over_the_backbones(self):
+        class Clashing(MLP):
+            td_layers = td_head = "the user's"
+
+        backbone = Clashing(n_features=4, n_classes=2)
+        module = TiDALModule(backbone)
+        assert module.td_layers is None and isinstance(module.td_head, TDHead)
+        assert backbone.td_layers == backbone.td_head == "the user's"
+        assert list(module.state_dict())[0].startswith("backbone.")  # the order of earlier releases

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV
-from skorch.callbacks import Callback
-from skorch.dataset import ValidSplit
+from skorch.callbacks import Callback, EpochScoring, Freezer, InputShapeSetter
+from skorch.dataset import Dataset, ValidSplit
+from torch import nn
 from torch.utils.data import default_collate
 
 from tidal_modal import TiDALNetClassifier
@@ -97,8 +100,8 @@ class TestTrainingDynamics:
         calls = []
         net.module_.backbone.register_forward_hook(lambda *args: calls.append(1))
         net.partial_fit(X, y)
-        # 4 batches x 5 epochs, plus one dry pass on a batch that infers the head's shapes
-        assert len(calls) == 4 * 5 + 1
+        # 4 batches x 5 epochs: the first training batch gives the head its shapes
+        assert len(calls) == 4 * 5
 
     def test_validation_rows_get_no_td(self, tiny):
         X, y = tiny
@@ -158,7 +161,7 @@ class TestTrainingDynamics:
         for weight in (0.0, 1.0):
             torch.manual_seed(0)
             net = tiny_net(td_weight=weight).initialize()
-            net._materialize_lazy_parameters(X, y)
+            net.module_(torch.as_tensor(X[:2]))  # gives the head its shapes
             before = net.module_.td_head.weight.detach().clone()
             net.partial_fit(X, y)
             heads[weight] = torch.equal(before, net.module_.td_head.weight)
@@ -320,7 +323,8 @@ class TestEstimatorProtocol:
         params = clone(net).get_params()
         assert (params["td_weight"], params["td_hidden"], params["module__hidden"]) == (0.3, 8, 16)
         assert params["train_split"] is None and params["iterator_train__shuffle"] is True
-        assert params["iterator_train__collate_fn"] is params["iterator_valid__collate_fn"] is collate_rows
+        assert params["iterator_train__collate_fn"] is collate_rows
+        assert "iterator_valid__collate_fn" not in params  # validation batches are skorch's own
         assert net.set_params(td_weight=2.0).td_weight == 2.0
 
     def test_set_module_params_reinitialises_the_backbone(self, tiny):
@@ -347,6 +351,209 @@ class TestEstimatorProtocol:
         assert best.training_dynamics_.shape == (200, 10)  # refit on all rows, not on a fold
         expected = hand_td(best, [penultimate(best, X[:3])])
         np.testing.assert_allclose(best.predict_td(X[:3]), expected, rtol=1e-5, atol=1e-7)
+
+
+def cross_entropy(net, X, y):
+    """The mean cross-entropy of the net's predicted probabilities on ``X``."""
+    proba = net.predict_proba(X)
+    return float(-np.mean(np.log(proba[np.arange(len(y)), y])))
+
+
+class Scaled(nn.Module):
+    """A module with a second forward argument, which skorch passes from ``fit(X, y, scale=...)``."""
+
+    def __init__(self, n_features=4, n_classes=2):
+        super().__init__()
+        self.out = nn.Linear(n_features, n_classes)
+        self.scales = []
+
+    def forward(self, X, scale):
+        self.scales.append(scale)
+        return self.out(X) * scale
+
+
+class WithInputDim(MLP):
+    """The test MLP with skorch's ``input_dim`` parameter, which ``InputShapeSetter`` sets."""
+
+    def __init__(self, input_dim=3, n_classes=2):
+        super().__init__(n_features=input_dim, n_classes=n_classes)
+
+
+class TestSkorchParity:
+    """What a skorch user does with a NeuralNetClassifier works the same on this net."""
+
+    @pytest.mark.parametrize("where", ["callback", "net"])
+    def test_scoring_without_caching(self, tiny, where):
+        # skorch's is_skorch_dataset must recognise the datasets that callbacks see
+        X, y = tiny
+        uncached = EpochScoring("accuracy", name="uncached_acc", use_caching=False)
+        if where == "callback":
+            net = tiny_net(train_split=ValidSplit(5, stratified=False), callbacks=[uncached]).fit(X, y)
+            assert net.history[:, "uncached_acc"] == net.history[:, "valid_acc"]
+        else:
+            split = ValidSplit(5, stratified=False)
+            net = tiny_net(train_split=split, use_caching=False).fit(X, y)
+            valid = split(Dataset(X, y))[1].indices
+            assert net.history[-1, "valid_acc"] == accuracy_score(y[valid], net.predict(X[valid]))
+
+    def test_train_split_returning_the_whole_data_twice(self, tiny):
+        X, y = tiny
+        net = tiny_net(train_split=lambda dataset, y: (dataset, dataset)).fit(X, y)
+        assert not np.isnan(net.training_dynamics_).any()  # every row trained on
+        assert net.history[-1, "valid_loss"] == pytest.approx(cross_entropy(net, X, y), rel=1e-5)
+
+    def test_train_split_returning_datasets_of_its_own(self, tiny):
+        X, y = tiny
+
+        def split(dataset, y):
+            return Dataset(dataset.X[:20], dataset.y[:20]), Dataset(dataset.X[20:], dataset.y[20:])
+
+        net = tiny_net(train_split=split).fit(X, y)
+        assert net.training_dynamics_.shape == (20, 2)  # the rows of the training set
+        assert net.history[-1, "valid_loss"] == pytest.approx(cross_entropy(net, X[20:], y[20:]), rel=1e-5)
+
+    def test_fit_params_reach_every_forward_pass_of_the_fit(self, tiny):
+        X, y = tiny
+        net = TiDALNetClassifier(Scaled, max_epochs=2, batch_size=10, verbose=0).fit(X, y, scale=2.0)
+        assert net.module_.scales == [2.0] * 2 * 3  # 2 epochs of 3 batches, no pass without it
+
+    def test_one_dataset_read_per_fit(self, tiny):
+        X, y = tiny
+        calls = []
+
+        class Counting(TiDALNetClassifier):
+            def get_dataset(self, X, y=None):
+                calls.append(1)
+                return super().get_dataset(X, y)
+
+        Counting(MLP, module__n_features=4, module__n_classes=2, max_epochs=1, verbose=0).fit(X, y)
+        assert len(calls) == 1
+
+    def test_input_shape_setter_resizes_the_module_before_training(self, digits):
+        X, y = digits
+        starts = []
+
+        class Start(Callback):  # after InputShapeSetter: the resized module's first weights
+            def on_train_begin(self, net, **kwargs):
+                out = net.module_.out
+                starts.append(torch.cat([out.weight, out.bias[:, None]], dim=1).detach().clone())
+
+        net = TiDALNetClassifier(
+            WithInputDim,
+            module__n_classes=10,
+            callbacks=[InputShapeSetter(), Start()],
+            max_epochs=1,
+            verbose=0,
+        ).fit(X[:50], y[:50])
+        assert net.module_.body[0].in_features == 64
+        assert net.predict_td(X[:5]).shape == (5, 10)
+        torch.testing.assert_close(net.trajectory_.start, starts[0])  # the path of the new module
+
+    def test_a_fit_without_epochs_gives_the_head_its_shapes(self, tiny):
+        X, y = tiny
+        net = TiDALNetClassifier(Scaled, max_epochs=0, verbose=0).fit(X, y, scale=2.0)
+        assert net.module_.scales == [2.0]  # one forward pass, with the fit's parameters
+        assert net.module_.td_head.weight.shape == (2, 128) and net.classes_.tolist() == [0, 1]
+
+    def test_a_lazy_classifier_layer_gets_its_shapes_and_its_trajectory(self, tiny):
+        X, y = tiny
+        module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LazyLinear(2))
+        net = TiDALNetClassifier(module, max_epochs=3, verbose=0).fit(X, y)
+        assert net.trajectory_.layer == "2" and net.trajectory_.start.shape == (2, 9)
+        assert len(net.trajectory_) == 3
+
+    def test_a_new_module_on_a_dataset_gets_the_classes_of_its_width(self, digits):
+        X, y = digits
+        net = TiDALNetClassifier(MLP, max_epochs=1, verbose=0).fit(X[:100], y[:100])
+        net.set_params(module__n_classes=5)  # a new module, and a Dataset whose labels skorch cannot read
+        rows = np.flatnonzero(y < 5)
+
+        class Rows(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(rows)
+
+            def __getitem__(self, i):
+                return X[rows[i]], y[rows[i]]
+
+        net.fit(Rows(), None)
+        assert net.classes_.tolist() == [0, 1, 2, 3, 4]
+
+    def test_a_dataset_of_one_value_gets_skorchs_error(self, tiny):
+        X, _ = tiny
+
+        class OnlyX(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(X)
+
+            def __getitem__(self, i):
+                return X[i]
+
+        with pytest.raises(ValueError, match="returns 1 value"):
+            tiny_net().fit(OnlyX(), None)
+
+    def test_parameter_patterns_use_the_modules_own_names(self, tiny):
+        X, y = tiny
+        net = tiny_net(optimizer__param_groups=[("body.0.*", {"lr": 0.5})]).initialize()
+        groups = net.optimizer_.param_groups
+        assert [g["lr"] for g in groups] == [0.5, 0.1]
+        assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.module_.body[0].parameters()}
+
+        net = tiny_net(callbacks=[Freezer(["body.*", "td_head.*"])]).fit(X, y)
+        frozen = {name for name, p in net.get_all_learnable_params() if not p.requires_grad}
+        assert frozen == {"body.0.weight", "body.0.bias"} | {
+            name for name, _ in net.get_all_learnable_params() if name.startswith("td_head.")
+        }
+
+    def test_module_attributes_are_the_backbones(self, tiny):
+        X, y = tiny
+        net = tiny_net().fit(X, y)
+        assert net.module_.out is net.module_.backbone.out
+        net.module_.out = nn.Linear(32, 2)  # a new classifier layer, e.g. for fine-tuning
+        assert net.module_.backbone.out is net.module_.out
+        np.testing.assert_allclose(
+            net.predict_proba(X),
+            torch.softmax(net.module_.backbone(torch.as_tensor(X)), dim=1).detach(),
+            rtol=1e-5,
+        )
+
+    def test_an_initialized_net_predicts_with_its_initial_weights(self, tiny):
+        X, y = tiny
+        net = tiny_net().initialize()
+        expected = torch.softmax(net.module_.backbone.eval()(torch.as_tensor(X)), dim=1).detach().numpy()
+        np.testing.assert_allclose(net.predict_proba(X), expected, rtol=1e-5)
+        assert net.predict(X.tolist()).shape == (30,)  # a list is read as rows here too
+        net.partial_fit(X, y)  # and it trains on
+        assert net.training_dynamics_.shape == (30, 2)
+
+    def test_an_initialized_net_has_no_td_before_a_fit(self, tiny):
+        X, _ = tiny
+        with pytest.raises(NotFittedError, match="initialized but not fitted"):
+            tiny_net().initialize().predict_td(X)
+
+    def test_get_loss_sees_the_logits(self, tiny):
+        X, y = tiny
+        seen = set()
+
+        class Spy(TiDALNetClassifier):
+            def get_loss(self, y_pred, y_true, X=None, training=False):
+                seen.add((type(y_pred), tuple(y_pred.shape), training))
+                return super().get_loss(y_pred, y_true, X=X, training=training)
+
+        Spy(
+            MLP,
+            module__n_features=4,
+            module__n_classes=2,
+            train_split=ValidSplit(5),
+            max_epochs=1,
+            batch_size=30,
+            verbose=0,
+        ).fit(X, y)
+        assert seen == {(torch.Tensor, (24, 2), True), (torch.Tensor, (6, 2), False)}
+
+    def test_a_list_of_inputs_is_refused_with_the_fix(self, tiny):
+        X, y = tiny
+        with pytest.raises(ValueError, match=r"list of 2 arrays of 30 rows.*tuple \(X1, X2\)"):
+            tiny_net().fit([X[:, :2], X[:, 2:]], y)
 
 
 @pytest.mark.cuda

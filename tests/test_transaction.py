@@ -216,16 +216,6 @@ class TestFailedFit:
             net.fit(X[:, :63], y)
         assert_same(state(net), before)
 
-    def test_a_module_error_in_the_dry_pass_keeps_its_type(self, data, monkeypatch):
-        # same rows as before, so nothing points at their shape: the module's own error goes on
-        net = fitted_net(data)
-        before = state(net)
-        monkeypatch.setattr(Flaky, "fail_eval", RuntimeError("the module failed"))
-        with pytest.raises(RuntimeError, match="the module failed") as raised:
-            net.fit(*data)
-        assert any("first two training rows" in note for note in raised.value.__notes__)
-        assert_same(state(net), before)
-
     def test_a_module_instance_reused_by_the_refit_is_restored(self, data):
         # skorch re-initialises a module passed as an instance by reusing it: training changes it in place
         net = fitted_net(data, module=Flaky(n_features=4, hidden=8, n_classes=2))

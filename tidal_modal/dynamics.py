@@ -6,11 +6,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from skorch.dataset import Dataset as SkorchDataset
-from torch.utils.data import Dataset, default_collate
+from skorch.dataset import unpack_data
+from torch.utils.data import Dataset, Subset, default_collate
 
 from .pool import RowStack
 
-__all__ = ["IndexedDataset", "IndexedTarget", "RowBatch", "TrainingDynamics", "collate_rows"]
+__all__ = ["IndexedDataset", "IndexedTarget", "RowBatch", "TrainingDynamics", "collate_rows", "source_rows"]
 
 
 class IndexedTarget(NamedTuple):
@@ -21,26 +22,36 @@ class IndexedTarget(NamedTuple):
 
 
 class IndexedDataset(Dataset):
-    """Wrap a dataset so that every item carries its row index: ``(X_i, IndexedTarget(y_i, i))``.
+    """Wrap a training dataset so that every item carries its row index: ``(X_i, IndexedTarget(y_i, i))``.
 
     Sample identity comes from the dataset index, never from the row's values, so duplicate
-    rows keep separate dynamics and shuffled batches or a validation split (a ``Subset`` of
-    this dataset) keep each row's index intact. ``X`` and ``y`` of the wrapped dataset stay
-    reachable for skorch's ``data_from_dataset`` (used by scoring callbacks and splits).
+    rows keep separate dynamics and shuffled batches keep each row's index intact. The index
+    is the row's position in the dataset the training rows come from: ``Subset`` layers (what
+    skorch's ``ValidSplit`` returns) are looked through, so the training rows of a split keep
+    their indices in the fit's data and the held-out rows get no dynamics.
+
+    Items are unpacked with skorch's ``unpack_data``: a dataset that does not return ``(X, y)``
+    gets skorch's own error.
     """
 
     def __init__(self, dataset):
-        self.dataset = dataset
+        self.source, self.rows = source_rows(dataset)
 
     def __len__(self):
-        return len(self.dataset)
+        return len(self.source) if self.rows is None else len(self.rows)
+
+    def _row(self, i):
+        return i if self.rows is None else int(self.rows[i])
 
     def __getitem__(self, i):
-        Xi, yi = self.dataset[i]
-        return Xi, IndexedTarget(yi, i)
+        row = self._row(i)
+        item = self.source[row]
+        # skorch checks the collated batch; a row that is not a tuple is one value, whatever its length
+        Xi, yi = unpack_data(item if isinstance(item, (tuple, list)) else (item,))
+        return Xi, IndexedTarget(yi, row)
 
     def __getitems__(self, indices):
-        """Rows ``indices`` at once, as ``DataLoader`` fetches a batch (``Subset`` passes it on).
+        """Rows ``indices`` at once, as ``DataLoader`` fetches a batch.
 
         Rows of numeric arrays and tensors held by a plain skorch ``Dataset`` are gathered by one
         indexing operation into a :class:`RowBatch`, instead of skorch's ``__getitem__`` per
@@ -48,18 +59,22 @@ class IndexedDataset(Dataset):
         step. Any other dataset (a subclass may transform rows) is read row by row, as
         ``DataLoader`` would.
         """
-        columns = _gather_rows(self.dataset, indices)
+        rows = [self._row(i) for i in indices]
+        columns = _gather_rows(self.source, rows)
         if columns is None:
             return [self[i] for i in indices]
-        return RowBatch(*columns, list(indices))
+        return RowBatch(*columns, rows)
 
-    @property
-    def X(self):
-        return self.dataset.X
 
-    @property
-    def y(self):
-        return self.dataset.y
+def source_rows(dataset):
+    """``(source, rows)``: the dataset under any ``Subset`` layers of ``dataset``, and which of its
+    rows ``dataset`` holds, in order (``None``: all of them)."""
+    rows = None
+    while isinstance(dataset, Subset):
+        indices = np.asarray(dataset.indices, dtype=np.int64)
+        rows = indices if rows is None else indices[rows]
+        dataset = dataset.dataset
+    return dataset, rows
 
 
 def _is_numeric_array(data):

@@ -107,7 +107,8 @@ class TiDALModule(nn.Module):
 
     def __init__(self, backbone, td_layers=None, td_hidden=128):
         super().__init__()
-        self.backbone = backbone
+        # the wrapper's own attributes first: once the backbone is set, a name that the backbone
+        # has and the wrapper has not is set on the backbone (see __setattr__)
         # integer input to an embedding are indices, not values to cast (decided once, not per batch)
         self.embeds_input = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in backbone.modules())
         if td_layers is None:
@@ -128,9 +129,38 @@ class TiDALModule(nn.Module):
             default = None
             n_branches = len(self.td_layers)
         self.default_td_layer = default
-        self.td_head = TDHead(n_branches, td_hidden)
         self.register_load_state_dict_pre_hook(_drop_unused_head_on_load)
         self._input_dtype = None
+        self.backbone = backbone
+        # registered after the backbone, as in the state dicts of earlier releases; past our
+        # __setattr__, which would give a name that the backbone has too to the backbone
+        super().__setattr__("td_head", TDHead(n_branches, td_hidden))
+
+    def __getattr__(self, name):
+        """Attributes of the wrapper, else of the backbone: ``net.module_.fc`` is the user's layer."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            backbone = self.__dict__.get("_modules", {}).get("backbone")
+            if backbone is None or name.startswith("__") or not hasattr(backbone, name):
+                raise
+        return getattr(backbone, name)
+
+    def __setattr__(self, name, value):
+        """Set an attribute that only the backbone has on the backbone (``net.module_.fc = nn.Linear(...)``
+        replaces the user's layer), any other on the wrapper."""
+        backbone = self.__dict__.get("_modules", {}).get("backbone")
+        if backbone is not None and not self._has_own(name) and hasattr(backbone, name):
+            setattr(backbone, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _has_own(self, name):
+        return (
+            name in self.__dict__
+            or any(name in self.__dict__.get(store, ()) for store in ("_parameters", "_buffers", "_modules"))
+            or hasattr(type(self), name)
+        )
 
     @property
     def input_dtype(self):

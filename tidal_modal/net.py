@@ -1,21 +1,22 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from sklearn.utils import check_array
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import to_device, to_numpy, to_tensor
+from skorch.utils import is_dataset, to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .callbacks import EpochTDLoss
-from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows
+from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows, source_rows
 from .modules import TiDALModule
 from .pool import is_sliceable, iter_slices, num_rows
 from .trajectory import Trajectory, TrajectoryRecorder
@@ -49,6 +50,37 @@ def softmax_rows_(logits):
     return logits
 
 
+def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
+    """Refuse a list that holds several inputs, one array per argument of the module's forward.
+
+    skorch reads a list that way; this net reads a list as rows, as scikit-learn and modAL do.
+    A list of arrays of one row per label each, but not one per label itself, can only be the
+    former.
+
+    Raises
+    ------
+    ValueError
+        Saying to pass several inputs as a tuple or a dict.
+    """
+    if not isinstance(X, list) or y is None or len(X) == len(y):
+        return
+    if all(hasattr(part, "shape") and len(part.shape) and len(part) == len(y) for part in X):
+        raise ValueError(
+            f"X is a list of {len(X)} arrays of {len(y)} rows each, one row per label: several inputs? "
+            "TiDALNetClassifier reads a list as rows, as scikit-learn does. Pass several inputs as a "
+            "tuple (X1, X2) or as a dict {'name': X1, ...} of the module's forward arguments."
+        )
+
+
+def _shape_change(net, X):
+    """The error of rows of another shape than the net was fitted on, or ``None``."""
+    try:
+        check_input_shape(net, X)
+    except ValueError as mismatch:
+        return mismatch
+    return None
+
+
 class TiDALNetClassifier(NeuralNetClassifier):
     """A skorch classifier that learns its own training dynamics (TiDAL, ICCV 2023).
 
@@ -70,11 +102,18 @@ class TiDALNetClassifier(NeuralNetClassifier):
       validation rows get no training dynamics.
     - ``iterator_train__shuffle=True``: SGD on batches in label order (as a modAL learner
       appends them) trains badly, and the reference code shuffles.
-    - ``iterator_train__collate_fn=iterator_valid__collate_fn=collate_rows``: training rows
-      of numeric arrays and tensors are gathered a batch at a time instead of row by row
+    - ``iterator_train__collate_fn=collate_rows``: training rows of numeric arrays and
+      tensors are gathered a batch at a time instead of row by row
       (:meth:`~tidal_modal.dynamics.IndexedDataset.__getitems__`); the batches are the same
       as skorch's, in the same order. A ``collate_fn`` of your own gets the rows one by one
       as usual.
+
+    What else differs from a plain skorch net: the module's output is ``(logits, td_logits)``
+    (``forward``, ``forward_iter``, ``infer`` and the ``y_pred`` of callbacks carry both, as
+    skorch does for a module that returns a tuple; :meth:`get_loss` gets the logits alone);
+    labels are class indices (see ``classes``); a list ``X`` is rows, as in scikit-learn
+    (several inputs go in a tuple or a dict); and ``iterator_train`` receives the training
+    set wrapped in an :class:`~tidal_modal.dynamics.IndexedDataset`.
 
     Parameters
     ----------
@@ -105,8 +144,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
     ----------
     module_ : TiDALModule
         The wrapper; the user's network is ``module_.backbone`` and the head ``module_.td_head``.
+        Attributes of your network are reached through it (``net.module_.fc``), and parameter
+        names in skorch's patterns (``optimizer__param_groups``, ``Freezer``) are your
+        network's own; the head's are ``td_head.*``. The head gets its shapes from the first
+        training batch, or from the first prediction of a net that was only initialized.
     training_dynamics_ : ndarray of shape (n_samples, n_classes)
-        Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call.
+        Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call (of
+        the training set itself if a ``train_split`` returns datasets of its own, not subsets).
     input_shape_ : tuple of int
         Shape of one row of the training data; predicting on rows of another shape is an error.
     n_features_in_ : int
@@ -158,7 +202,6 @@ class TiDALNetClassifier(NeuralNetClassifier):
     ) -> None:
         kwargs.setdefault("iterator_train__shuffle", True)
         kwargs.setdefault("iterator_train__collate_fn", collate_rows)
-        kwargs.setdefault("iterator_valid__collate_fn", collate_rows)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
         self.td_layers = td_layers
         self.td_weight = td_weight
@@ -183,35 +226,16 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self.trajectory_ = Trajectory()
         return self
 
-    def _materialize_lazy_parameters(self, X, y):
-        """Infer the TD head's (and any lazy layer's) shapes from two rows, then rebuild the optimizer.
+    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """As in skorch, with the parameters of your module named as in your module.
 
-        A module that cannot take the rows fails here. If the net was fitted on rows of another
-        shape before (``input_shape_``, not yet updated), that is the error: a ``ValueError``
-        that names both shapes. Otherwise the module's own error goes on, with a note.
+        ``module_`` wraps it as ``module_.backbone``; without that prefix, the names that
+        ``optimizer__param_groups``, ``Freezer``, ``Unfreezer`` and other skorch callbacks match
+        are those of ``module.named_parameters()``. The TD head's are ``td_head.*``.
         """
-        if is_fitted(self):
-            return
-        dataset = self.get_dataset(X, y)
-        # two rows, not a whole batch: a module that squeezes its batch dimension still works
-        batch = next(iter(self.get_iterator(Subset(dataset, range(min(2, len(dataset)))), training=False)))
-        Xi, _ = unpack_data(batch)
-        self._set_training(False)  # a dry pass must not move batch-norm statistics
-        try:
-            with torch.no_grad():
-                self.infer(Xi)
-        except (RuntimeError, ValueError) as error:
-            if not isinstance(error, torch.OutOfMemoryError):
-                try:
-                    check_input_shape(self, X)
-                except ValueError as mismatch:
-                    raise ValueError(
-                        f"{mismatch} The module cannot take them: {type(error).__name__}: {error}. Give "
-                        "the module an input size that matches the data, or preprocess the data as before."
-                    ) from error
-            error.add_note("(raised by the module's forward pass on the first two training rows)")
-            raise
-        self.initialize_optimizer()
+        wrapped = isinstance(getattr(self, "module_", None), TiDALModule)
+        for name, param in super().get_all_learnable_params():
+            yield (name.removeprefix("backbone.") if wrapped else name), param
 
     # --- training -------------------------------------------------------------------------
 
@@ -237,6 +261,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self : TiDALNetClassifier
         """
         with fit_transaction(self):
+            check_not_several_inputs(X, y)
             X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
             # skorch's fit calls partial_fit, which need neither read X again nor take a second snapshot
             return super().fit(X, y, _from_fit=True, **fit_params)
@@ -250,23 +275,48 @@ class TiDALNetClassifier(NeuralNetClassifier):
         recorded by a fit covers exactly that fit's epochs. The data are validated first, as
         in :meth:`fit`; a label outside the net's classes is an error. As with :meth:`fit`, a
         fitted net that fails to train stays as it was.
+
+        A new module gets the shapes of its TD head (and of any lazy layer) from its first
+        training batch (see :meth:`train_step_single`), after the callbacks' ``on_train_begin``.
+        If it cannot take rows of another shape than those the net was fitted on before, the
+        error is a ``ValueError`` that names both shapes.
         """
         from_fit = fit_params.pop("_from_fit", False)
         with nullcontext() if from_fit else fit_transaction(self):
+            if not from_fit:
+                check_not_several_inputs(X, y)
             X, y, net_classes = check_training_data(
                 self, X, y, reset=not is_fitted(self), check_X=not from_fit
             )
             if not self.initialized_:
                 self.initialize()
-            self._materialize_lazy_parameters(X, y)  # reads the input_shape_ of the fit before
+            shape_change = None if is_fitted(self) else _shape_change(self, X)
             record_input_shape(self, X)
-            # the module's width is known now: it checks declared classes, or gives them
+            # a fitted module's width checks declared classes, or gives them; a new module's
+            # width is known after its first forward pass (_after_first_forward)
             if net_classes is None:
                 net_classes = classes_from_width(self, y)
             if net_classes is not None:
                 check_n_outputs(self, net_classes)
                 self.classes_inferred_ = net_classes
-            return super().partial_fit(X, y, classes=classes, **fit_params)
+            elif hasattr(self, "classes_inferred_"):
+                # a new module and a Dataset: the classes of an earlier module are not this one's
+                del self.classes_inferred_
+            try:
+                super().partial_fit(X, y, classes=classes, **fit_params)
+                if not is_fitted(self):  # no training batch ran (max_epochs=0): shapes from the first batch
+                    # skorch >= 1.4's fit names its entry point for metadata routing: not a forward argument
+                    self._infer_shapes(X, **{k: v for k, v in fit_params.items() if k != "_routing_method"})
+                    self._after_first_forward()
+            except (RuntimeError, ValueError) as error:
+                # the module never completed a forward pass on rows of a new shape: that is the error
+                if shape_change is None or is_fitted(self) or isinstance(error, torch.OutOfMemoryError):
+                    raise
+                raise ValueError(
+                    f"{shape_change} The module cannot take them: {type(error).__name__}: {error}. Give "
+                    "the module an input size that matches the data, or preprocess the data as before."
+                ) from error
+            return self
 
     def check_data(self, X: InputData, y: Labels | None) -> None:
         """As in skorch, but keep the classes settled by :meth:`partial_fit`.
@@ -282,21 +332,22 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def get_split_datasets(
         self, X: InputData, y: Labels | None = None, **fit_params: Any
     ) -> tuple[Dataset, Dataset | None]:
-        """Attach row indices to the data before skorch splits it, and restart the TD buffer."""
-        dataset = IndexedDataset(self.get_dataset(X, y))
-        self.dynamics_ = TrainingDynamics(len(dataset))
-        if not self.train_split:
-            return dataset, None
-        if y is None:
-            dataset_train, dataset_valid = self.train_split(dataset, **fit_params)
-        else:
-            dataset_train, dataset_valid = self.train_split(dataset, y, **fit_params)
-        if dataset_valid is not None and not (
-            isinstance(dataset_valid, Subset) and dataset_valid.dataset is dataset
-        ):
-            # a validation set of its own (skorch.helper.predefined_split) must yield indices too
-            dataset_valid = IndexedDataset(dataset_valid)
+        """Split as skorch does, and restart the TD buffer.
+
+        ``train_split`` and the callbacks see skorch's own datasets. The buffer has one row per
+        row of the dataset that the training rows come from: the fit's data when the training
+        set is a subset of it (as ``ValidSplit`` returns), else the training set itself.
+        """
+        dataset_train, dataset_valid = super().get_split_datasets(X, y, **fit_params)
+        source, _ = source_rows(dataset_train)
+        self.dynamics_ = TrainingDynamics(len(source))
         return dataset_train, dataset_valid
+
+    def get_iterator(self, dataset: Dataset, training: bool = False) -> Any:
+        """As in skorch; the rows of training batches carry their row index (:class:`IndexedDataset`)."""
+        if training:
+            dataset = IndexedDataset(dataset)
+        return super().get_iterator(dataset, training=training)
 
     def infer(self, x: InputData, **fit_params: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
@@ -315,7 +366,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
         X: InputData | None = None,
         training: bool = False,
     ) -> torch.Tensor:
-        """The classifier's loss on the logits (the first output); the TD term is separate."""
+        """The classifier's loss; the TD term is separate (:meth:`get_td_loss`).
+
+        The training and validation steps pass the logits alone as ``y_pred``, as skorch passes
+        a module's output: an override sees the classifier's output, not the TD head's.
+        """
         logits = y_pred[0] if isinstance(y_pred, tuple) else y_pred
         y_true = to_tensor(y_true, device=self.device)
         if not (y_true.is_floating_point() or y_true.dtype == torch.long):
@@ -327,28 +382,62 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return F.kl_div(F.log_softmax(td_logits, dim=1), td_target, reduction="batchmean")
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL."""
+        """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL.
+
+        A new module's first forward pass gives its TD head (and any lazy layer) their shapes;
+        then its width settles the classes, before any loss is computed, and the trajectory
+        starts (:meth:`_after_first_forward`).
+        """
         self._set_training(True)
         Xi, (yi, index) = unpack_data(batch)
+        new_module = not is_fitted(self)
         y_pred = self.infer(Xi, **fit_params)
+        if new_module:
+            self._after_first_forward()
         logits, td_logits = y_pred
         td_target = self.dynamics_.update(index, torch.softmax(logits.detach(), dim=1))
         td_loss = self.get_td_loss(td_logits, td_target)
-        loss = torch.add(self.get_loss(y_pred, yi, X=Xi, training=True), td_loss, alpha=float(self.td_weight))
+        loss = torch.add(self.get_loss(logits, yi, X=Xi, training=True), td_loss, alpha=float(self.td_weight))
         loss.backward()
         return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
 
+    def _after_first_forward(self):
+        """A new module has its shapes after its first forward pass, and a module with a TD head of
+        its own has shown it: its width gives the classes (or checks the declared ones), and the
+        trajectory recorders start on its layers, before the first optimizer step."""
+        if self.classes is None or not len(self.classes):
+            self.classes_inferred_ = classes_from_width(self, getattr(self, "classes_inferred_", None))
+        else:
+            check_n_outputs(self, self.classes_inferred_)
+        for _, callback in self.callbacks_:
+            if isinstance(callback, TrajectoryRecorder):
+                callback.on_train_begin(self)
+
     def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """Validation as in skorch, on the classifier's loss (validation rows get no TD)."""
-        Xi, (yi, _) = unpack_data(batch)
-        return super().validation_step((Xi, yi), **fit_params)
+        """As in skorch, with :meth:`get_loss` given the logits (validation rows get no TD)."""
+        self._set_training(False)
+        Xi, yi = unpack_data(batch)
+        with torch.no_grad():
+            y_pred = self.infer(Xi, **fit_params)
+            loss = self.get_loss(y_pred[0], yi, X=Xi, training=False)
+        return {"loss": loss, "y_pred": y_pred}
 
     def notify(self, method_name: str, **cb_kwargs: Any) -> None:
-        """Notify callbacks as skorch does, showing them batches without our row indices."""
+        """Notify callbacks as skorch does, showing them batches without our row indices.
+
+        For a new module, the trajectory recorders start at its first forward pass instead of
+        ``on_train_begin`` (:meth:`_after_first_forward`): until then its layers may be lazy, a
+        callback may replace it (skorch's ``InputShapeSetter`` does, for the data's input size),
+        and its last ``nn.Linear`` may turn out to be a TD layer of its own.
+        """
         batch = cb_kwargs.get("batch")
         if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
             cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
-        super().notify(method_name, **cb_kwargs)
+        deferred = method_name == "on_train_begin" and not is_fitted(self)
+        getattr(self, method_name)(self, **cb_kwargs)  # skorch's notify, less the deferred calls
+        for _, callback in self.callbacks_:
+            if not (deferred and isinstance(callback, TrajectoryRecorder)):
+                getattr(callback, method_name)(self, **cb_kwargs)
 
     # --- pickling -------------------------------------------------------------------------
 
@@ -390,7 +479,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
         ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
         more than the forward pass itself. Other inputs take skorch's path.
+
+        As in skorch, a net that was initialized but never fitted predicts with its initial
+        weights; a forward pass on the first rows first gives its TD head its shapes.
         """
+        if self.initialized_ and not is_fitted(self):
+            self._infer_shapes(X)
         yield from self._forward_checked(check_predict_input(self, X), training, device)
 
     def _forward_checked(self, X, training, device):
@@ -411,6 +505,18 @@ class TiDALNetClassifier(NeuralNetClassifier):
                 yp = self.infer(Xi)
             yield to_device(yp, device=device) if move else yp
 
+    def _infer_shapes(self, X, **fit_params):
+        """One forward pass in eval mode on the first batch of ``X``, read as for prediction, which
+        gives a new module's TD head (and any lazy layer) their shapes."""
+        if not (is_dataset(X) or isinstance(X, (Mapping, tuple, torch.Tensor))):
+            # lists, DataFrames: rows, as check_predict_input reads them
+            X = check_array(X[:2], accept_sparse=True, allow_nd=True)
+        batch = next(iter(self.get_iterator(self.get_dataset(X), training=False)))
+        Xi, _ = unpack_data(batch)
+        self._set_training(False)
+        with torch.no_grad():
+            self.infer(Xi, **fit_params)
+
     def predict_td(
         self, X: InputData, *, return_proba: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -430,6 +536,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
             Predicted TD; each row sums to 1.
         proba : ndarray of shape (n_samples, n_classes)
             Only if ``return_proba``.
+
+        Raises
+        ------
+        NotFittedError
+            Before a fit (or ``load_params``): unlike ``predict_proba``, an initialized net has
+            no TD to predict.
         """
         # Each batch's logits are written into arrays allocated once: thousands of small batch
         # outputs kept until a final concatenation fragment the heap (a large pool's peak memory
