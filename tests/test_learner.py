@@ -248,6 +248,14 @@ class TestDataTypes:
         assert net.training_dynamics_.shape == (50, 10)
         images = torch.stack([learner.X_training[i][0] for i in range(50)])
         torch.testing.assert_close(images[40:], torch.as_tensor(X[100:400][idx]).reshape(-1, 1, 8, 8))
+        # a second cycle on what is left of the pool (a Subset of the Dataset)
+        left = np.setdiff1d(np.arange(300), idx)
+        more, rows = learner.query(
+            torch.utils.data.Subset(pool, left.tolist()), n_instances=10, random_state=1
+        )
+        learner.teach(rows, y[100:400][left[more]])
+        assert len(learner.X_training) == 60 and net.training_dynamics_.shape == (60, 10)
+        assert not set(left[more]) & set(idx)  # new rows, not the ones labeled before
 
     def test_rows_and_labels_must_agree(self, digits):
         X, y = digits
