@@ -25,6 +25,17 @@ def digits():
     return load_dataset("digits")
 
 
+def first_rows_recording(pools):
+    """A strategy that queries the first rows of each pool it is given, and keeps the pools."""
+
+    def first_rows(classifier, X_pool, n_instances=1):
+        pools.append(X_pool)
+        indices = np.arange(n_instances)
+        return (indices, np.zeros(n_instances)) if MODAL_RETURNS_METRICS else indices
+
+    return first_rows
+
+
 @pytest.fixture
 def config():
     return ALConfig(dataset="digits", initial_size=30, query_size=10, cycles=1, epochs=2)
@@ -105,10 +116,7 @@ class TestLoop:
     def test_queried_rows_leave_the_pool(self, digits, monkeypatch):
         pools = []
 
-        def first_rows(classifier, X_pool, n_instances=1):
-            pools.append(X_pool)
-            indices = np.arange(n_instances)
-            return (indices, np.zeros(n_instances)) if MODAL_RETURNS_METRICS else indices
+        first_rows = first_rows_recording(pools)
 
         monkeypatch.setitem(baselines.STRATEGIES, "first_rows", first_rows)
         config = ALConfig(dataset="digits", initial_size=20, query_size=15, cycles=2, epochs=1)
@@ -186,10 +194,7 @@ class TestPoolSubset:
     def test_each_query_scores_a_subset_and_the_first_is_shared(self, digits, monkeypatch):
         pools = []
 
-        def first_rows(classifier, X_pool, n_instances=1):
-            pools.append(X_pool)
-            indices = np.arange(n_instances)
-            return (indices, np.zeros(n_instances)) if MODAL_RETURNS_METRICS else indices
+        first_rows = first_rows_recording(pools)
 
         monkeypatch.setitem(baselines.STRATEGIES, "first_rows", first_rows)
         monkeypatch.setitem(baselines.STRATEGIES, "first_rows_too", first_rows)
