@@ -160,6 +160,9 @@ class TrainingDynamics:
         torch.Tensor, shape (batch, n_classes)
             ``pbar`` of these rows, including this pass.
         """
+        # at least float32: a mean over many epochs in half precision (autocast, Accelerate's
+        # mixed precision) would lose the small updates of late epochs
+        proba = proba.to(torch.promote_types(proba.dtype, torch.float32))
         if self.sums is None:
             self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
             self.counts = proba.new_zeros(self.n_samples)

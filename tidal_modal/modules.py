@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-__all__ = ["TDHead", "TiDALModule"]
+__all__ = ["TDHead", "TiDALModule", "unwrap_parallel"]
 
 
 def global_average_pool(features):
@@ -75,6 +75,18 @@ class TDHead(LazyModuleMixin, nn.Module):
         hidden = [branch(global_average_pool(f)) for branch, f in zip(self.branches, features, strict=True)]
         hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden, dim=1)
         return F.linear(hidden, self.weight, self.bias)
+
+
+def unwrap_parallel(module):
+    """The module inside data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``).
+
+    Accelerate wraps a net's ``module_`` in ``DistributedDataParallel`` while it trains on
+    several processes (:mod:`tidal_modal.accelerate`); the attributes of the
+    :class:`TiDALModule` (its backbone, TD head, input dtype) are read through the wrapper.
+    """
+    while isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        module = module.module
+    return module
 
 
 def last_linear_name(module):

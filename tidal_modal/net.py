@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows, source_rows
-from .modules import TiDALModule
+from .modules import TiDALModule, unwrap_parallel
 from .pool import is_sliceable, iter_slices, num_rows
 from .trajectory import Trajectory, TrajectoryRecorder
 from .transaction import fit_transaction
@@ -353,8 +353,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
         and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
-        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not self.module_.embeds_input):
-            dtype = self.module_.input_dtype
+        module = unwrap_parallel(self.module_)
+        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not module.embeds_input):
+            dtype = module.input_dtype
             if x.dtype != dtype:
                 x = x.to(dtype)
         return super().infer(x, **fit_params)
@@ -378,8 +379,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return super().get_loss(logits, y_true, X=X, training=training)
 
     def get_td_loss(self, td_logits: torch.Tensor, td_target: torch.Tensor) -> torch.Tensor:
-        """``KL(pbar || softmax(td_logits))`` with batch-mean reduction; ``pbar`` is the target."""
-        return F.kl_div(F.log_softmax(td_logits, dim=1), td_target, reduction="batchmean")
+        """``KL(pbar || softmax(td_logits))`` with batch-mean reduction; ``pbar`` is the target.
+
+        Computed in the target's precision (at least float32) when the head's logits are in half
+        precision (mixed-precision training).
+        """
+        return F.kl_div(F.log_softmax(td_logits.to(td_target.dtype), dim=1), td_target, reduction="batchmean")
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL.
@@ -388,6 +393,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         then its width settles the classes, before any loss is computed, and the trajectory
         starts (:meth:`_after_first_forward`).
         """
+        step = self._forward_td_step(batch, **fit_params)
+        step["loss"].backward()
+        return step
+
+    def _forward_td_step(self, batch, **fit_params):
+        """A training step's forward pass, TD update and loss, before the backward pass."""
         self._set_training(True)
         Xi, (yi, index) = unpack_data(batch)
         new_module = not is_fitted(self)
@@ -398,7 +409,6 @@ class TiDALNetClassifier(NeuralNetClassifier):
         td_target = self.dynamics_.update(index, torch.softmax(logits.detach(), dim=1))
         td_loss = self.get_td_loss(td_logits, td_target)
         loss = torch.add(self.get_loss(logits, yi, X=Xi, training=True), td_loss, alpha=float(self.td_weight))
-        loss.backward()
         return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
 
     def _after_first_forward(self):

@@ -21,14 +21,16 @@ from skorch.callbacks import Callback
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from .modules import TiDALModule, last_linear_name
+from .modules import TiDALModule, last_linear_name, unwrap_parallel
 from .validation import check_positive_int
 
 __all__ = ["Trajectory", "TrajectoryRecorder", "classifier_module"]
 
 
 def classifier_module(module):
-    """The user's classifier inside a net's ``module_``: a TiDAL net's backbone, else the module."""
+    """The user's classifier inside a net's ``module_``: a TiDAL net's backbone, else the module
+    (looking through a data-parallel wrapper)."""
+    module = unwrap_parallel(module)
     return module.backbone if isinstance(module, TiDALModule) else module
 
 
@@ -216,7 +218,8 @@ class TrajectoryRecorder(Callback):
         """``(name, layer)`` to record, or ``(None, reason)`` when the default layer is ambiguous."""
         root = classifier_module(net.module_)
         if self.layer is None:
-            if isinstance(net.module_, TiDALModule) and net.module_.td_head is None:
+            module = unwrap_parallel(net.module_)
+            if isinstance(module, TiDALModule) and module.td_head is None:
                 return None, (
                     "the module returns its own (logits, td_logits), so its last nn.Linear may be "
                     "its TD layer; name the logits layer: callbacks__trajectory__layer='...'"

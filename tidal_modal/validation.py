@@ -23,6 +23,7 @@ from skorch.utils import is_dataset, to_numpy
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
+from .modules import unwrap_parallel
 from .pool import RowStack, RowSubset, is_sliceable
 
 __all__ = [
@@ -276,9 +277,8 @@ def _declared_classes(net):
 
 def _n_outputs(net):
     """Number of logits of a fitted module (the TD head is as wide), else ``None``."""
-    if not is_fitted(net) or net.module_.td_head is None:
-        return None
-    return net.module_.td_head.weight.shape[0]
+    td_head = unwrap_parallel(net.module_).td_head if is_fitted(net) else None
+    return None if td_head is None else td_head.weight.shape[0]
 
 
 def check_n_outputs(net: Any, classes: ArrayLike) -> None:

@@ -1,0 +1,252 @@
+"""Data-parallel and mixed-precision training of a TiDAL net with Hugging Face Accelerate.
+
+:class:`AcceleratedTiDALNetClassifier` is skorch's :class:`skorch.hf.AccelerateMixin` on a
+:class:`~tidal_modal.net.TiDALNetClassifier`, plus what training dynamics need under data
+parallelism:
+
+- every process trains on a shard of each epoch's batches (Accelerate's prepared
+  ``DataLoader``), so a row's softmax outputs are seen by whichever process drew it; at the end
+  of every epoch the processes add up what they saw (one all-reduce of ``n_rows x (n_classes +
+  1)`` numbers), so that each process holds the complete training dynamics of every row, with
+  global row indices, and the TD targets of the next epoch are the same on every process;
+- a row counts once per epoch: the batches with which Accelerate evens out the shards repeat rows
+  from the start of the epoch, and the views of a row within one epoch are averaged;
+- the TD buffer stays float32 under mixed precision (``Accelerator(mixed_precision="bf16")``);
+- the TD head is lazy (it takes its shapes from the first batch), but ``DistributedDataParallel``
+  must see every parameter when it wraps the module: the first training batch is first passed
+  through the new module once without gradients, in eval mode, to give the head its shapes,
+  and the module is wrapped after that;
+- after a fit the module is unwrapped (skorch's ``unwrap_after_train=True``), so that the net
+  predicts, scores a pool and pickles like a single-process net; a warm-started fit wraps it
+  again, so that every fit is data-parallel.
+
+Install with ``pip install tidal-modal[accelerate]``; launch a script with ``accelerate launch``
+or ``torchrun`` as for any Accelerate program. See the README's "Scaling out".
+"""
+
+import warnings
+from typing import Any
+
+import torch
+from skorch.dataset import unpack_data
+from skorch.exceptions import DeviceWarning
+from skorch.hf import AccelerateMixin
+from torch.utils.data import Dataset
+
+from .dynamics import TrainingDynamics
+from .net import TiDALNetClassifier
+from .validation import InputData, Labels, is_fitted
+
+__all__ = ["AcceleratedTiDALNetClassifier", "DistributedTrainingDynamics"]
+
+
+class DistributedTrainingDynamics(TrainingDynamics):
+    """:class:`~tidal_modal.dynamics.TrainingDynamics` gathered over data-parallel processes.
+
+    Each process folds the batches it trains on into buffers of the current epoch;
+    :meth:`end_epoch` adds them up over the processes and folds each row's mean over the epoch
+    into the totals, as one pass. With each row drawn once per epoch (any sampler without
+    replacement), the result is the single-process ``TrainingDynamics`` of the same passes. A
+    row seen several times in one epoch (the padding of uneven shards, or a sampler with
+    replacement) counts once, with the mean of its views.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of rows in the (unsplit) training dataset.
+    accelerator : accelerate.Accelerator
+        Its ``reduce`` sums the epoch's buffers over the processes.
+    """
+
+    def __init__(self, n_samples: int, accelerator: Any) -> None:
+        super().__init__(n_samples)
+        self.accelerator = accelerator
+        self.epoch_sums = None
+        self.epoch_counts = None
+
+    def update(self, index: torch.Tensor, proba: torch.Tensor) -> torch.Tensor:
+        """Fold one batch into the epoch's buffers; return ``pbar`` of its rows, this pass included."""
+        proba = proba.to(torch.promote_types(proba.dtype, torch.float32))
+        if self.sums is None:
+            self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
+            self.counts = proba.new_zeros(self.n_samples)
+            self.epoch_sums, self.epoch_counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
+        index = index.to(proba.device, non_blocking=True)
+        self.epoch_sums.index_add_(0, index, proba)
+        self.epoch_counts.index_add_(0, index, torch.ones_like(index, dtype=proba.dtype))
+        # the epoch's views of a row so far count as one pass, as end_epoch will count them
+        epoch_mean = self.epoch_sums[index] / self.epoch_counts[index].unsqueeze(1)
+        return (self.sums[index] + epoch_mean) / (self.counts[index] + 1).unsqueeze(1)
+
+    def end_epoch(self) -> None:
+        """Sum the epoch's buffers over the processes and fold them in; every process must call it."""
+        if self.sums is None:  # no process trained on a batch yet: the shapes are not known
+            return
+        epoch_sums = self.accelerator.reduce(self.epoch_sums, reduction="sum")
+        epoch_counts = self.accelerator.reduce(self.epoch_counts, reduction="sum")
+        seen = epoch_counts > 0
+        self.sums[seen] += epoch_sums[seen] / epoch_counts[seen].unsqueeze(1)
+        self.counts[seen] += 1
+        self.epoch_sums.zero_()
+        self.epoch_counts.zero_()
+
+    def __getstate__(self):
+        # a pickled net keeps the gathered totals (to_numpy reads only those)
+        state = super().__getstate__()
+        state.update(accelerator=None, epoch_sums=None, epoch_counts=None)
+        return state
+
+
+def _silent(text):
+    """The log sink of the processes other than the main one."""
+
+
+class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
+    """A :class:`~tidal_modal.net.TiDALNetClassifier` trained through Hugging Face Accelerate.
+
+    skorch's :class:`~skorch.hf.AccelerateMixin` on the TiDAL net: data-parallel training on
+    several processes (GPUs, or CPU processes on the gloo backend), mixed precision and gradient
+    accumulation, as the ``Accelerator`` passed in is configured. Training dynamics are gathered
+    over the processes once per epoch and are complete and identical on every process (see
+    :class:`DistributedTrainingDynamics`); the TD head, ``predict_td``, the strategies, the
+    trajectory that ``disal`` reads, ``warm_start`` and pickling work as on one process.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        As for :class:`~tidal_modal.net.TiDALNetClassifier`.
+    accelerator : accelerate.Accelerator
+        Configures the processes, devices and precision. Leave ``device=None``: the accelerator
+        places the module.
+    unwrap_after_train : bool, default=True
+        skorch's parameter: after each fit the module is unwrapped from
+        ``DistributedDataParallel``, so that prediction runs on each process alone and the net
+        pickles; the next fit (also warm-started) wraps it again.
+    **kwargs
+        Any parameter of :class:`~tidal_modal.net.TiDALNetClassifier` and skorch.
+
+    Notes
+    -----
+    Each process must call ``fit`` with the same data (each trains on its shard of the batches)
+    and the same seeds. ``training_dynamics_`` holds every training row's TD on every process.
+    Batch statistics of batch norm stay per process unless the module uses
+    ``nn.SyncBatchNorm``. The log is printed by the main process only.
+
+    Examples
+    --------
+    In a script started with ``accelerate launch --num_processes 2 train.py``::
+
+        from accelerate import Accelerator
+        from tidal_modal.accelerate import AcceleratedTiDALNetClassifier
+
+        net = AcceleratedTiDALNetClassifier(MyModule, accelerator=Accelerator(), max_epochs=10)
+        net.fit(X, y)  # every process: the same X, y
+        if net.accelerator.is_main_process:
+            td = net.predict_td(X_pool)
+    """
+
+    def _initialize_callbacks(self) -> "AcceleratedTiDALNetClassifier":
+        """The default log prints on the main process only, and only if ``verbose``.
+
+        skorch's ``'auto'`` sink is ``accelerator.print``, which ``PrintLog`` calls whatever
+        ``verbose`` says (it honours ``verbose`` for ``print`` alone).
+        """
+        if self.callbacks__print_log__sink == "auto":
+            self.callbacks__print_log__sink = print if self.accelerator.is_main_process else _silent
+        return super()._initialize_callbacks()
+
+    def _initialize_accelerator(self) -> "AcceleratedTiDALNetClassifier":
+        """Wrap the module, criterion and optimizer, once the module's every parameter has a shape.
+
+        A new module's TD head is lazy; it is wrapped at the first training batch instead
+        (:meth:`train_step`). An optimizer that Accelerate already wraps is not wrapped twice. A
+        criterion without trainable parameters is not prepared: on CPU processes Accelerate wraps
+        any module in ``DistributedDataParallel``, which refuses one with nothing to train.
+        """
+        if self._wrapped_with_accelerator or not is_fitted(self):
+            return self
+        for name in self._optimizers:
+            optimizer = getattr(self, name + "_")
+            inner = getattr(optimizer, "optimizer", None)
+            if isinstance(inner, torch.optim.Optimizer):  # an AcceleratedOptimizer of an earlier fit
+                setattr(self, name + "_", inner)
+        criteria = self._criteria
+        self._criteria = [
+            name
+            for name in criteria
+            if any(p.requires_grad for p in getattr(getattr(self, name + "_"), "parameters", list)())
+        ]
+        try:
+            return super()._initialize_accelerator()
+        finally:
+            self._criteria = criteria
+
+    def _unwrap_accelerator(self) -> None:
+        """Unwrap as skorch does, and let the accelerator drop its references to the wrappers."""
+        wrapped = self._wrapped_with_accelerator
+        super()._unwrap_accelerator()
+        if wrapped:
+            # each fit wraps afresh: without this the accelerator would keep every fit's wrapper
+            # (and DistributedDataParallel's gradient buckets) alive
+            self.accelerator.free_memory()
+
+    def get_split_datasets(
+        self, X: InputData, y: Labels | None = None, **fit_params: Any
+    ) -> tuple[Dataset, Dataset | None]:
+        """Split as the TiDAL net does; the TD buffer is gathered over the processes."""
+        dataset_train, dataset_valid = super().get_split_datasets(X, y, **fit_params)
+        self.dynamics_ = DistributedTrainingDynamics(self.dynamics_.n_samples, self.accelerator)
+        return dataset_train, dataset_valid
+
+    def on_train_begin(self, net: Any, X: InputData = None, y: Labels | None = None, **kwargs: Any) -> None:
+        """Wrap a fitted module again for a warm-started fit (skorch unwraps it after each fit)."""
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self._initialize_accelerator()
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """A new module first gets its shapes from the batch, then is wrapped; then skorch's step."""
+        if not is_fitted(self):
+            Xi, _ = unpack_data(batch)
+            if self.accelerator.device_placement:  # the prepared loader puts batches there
+                self.module_.to(self.accelerator.device)
+            self._set_training(False)  # no batch-norm statistics, no dropout: shapes only
+            with torch.no_grad():
+                self.infer(Xi, **fit_params)
+            self._after_first_forward()
+            self._initialize_accelerator()
+        return super().train_step(batch, **fit_params)
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """The TiDAL step under the accelerator's autocast, with its backward pass."""
+        with self.accelerator.autocast():
+            step = self._forward_td_step(batch, **fit_params)
+            self.accelerator.backward(step["loss"])
+        return step
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        """Gather the epoch's training dynamics before any callback reads them."""
+        self.dynamics_.end_epoch()
+        super().on_epoch_end(net, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As a TiDAL net; refused while the module is wrapped for data-parallel training."""
+        if self._wrapped_with_accelerator:
+            raise TypeError(
+                "An AcceleratedTiDALNetClassifier cannot be pickled while its module is wrapped for "
+                "data-parallel training (unwrap_after_train=False); save it with save_params, or "
+                "keep unwrap_after_train=True."
+            )
+        return super().__getstate__()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle as skorch does, and leave the device to the accelerator again.
+
+        skorch unpickles a net of ``device=None`` to the CPU, with a warning, and keeps
+        ``device='cpu'``, which the accelerator then refuses when the net trains further.
+        """
+        device = state.get("device")
+        with warnings.catch_warnings():
+            if device is None:
+                warnings.filterwarnings("ignore", category=DeviceWarning)
+            super().__setstate__(state)
+        self.device = device
