@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import fidelity, import_time, memory_cycles, overhead, report, run, transaction_cost
+from benchmarks import (
+    fidelity,
+    import_time,
+    memory_cycles,
+    overhead,
+    report,
+    run,
+    scaling,
+    scaling_dask,
+    scaling_training,
+    transaction_cost,
+)
 
 PARSERS = {
     "run": run.build_parser,
@@ -16,6 +27,9 @@ PARSERS = {
     "transaction_cost": transaction_cost.build_parser,
     "import_time": import_time.build_parser,
     "memory_cycles": memory_cycles.build_parser,
+    "scaling": scaling.build_parser,
+    "scaling_dask": scaling_dask.build_parser,
+    "scaling_training": scaling_training.build_parser,
 }
 
 

@@ -1,0 +1,185 @@
+"""Scaling out, measured: ``python -m benchmarks.scaling``.
+
+Two measurements in one run, on this machine:
+
+1. training samples/s of a TiDAL net against the number of data-parallel processes
+   (:mod:`benchmarks.scaling_training`: skorch + Accelerate, gloo on CPU);
+2. pool-scoring rows/s against the number of Dask workers (:mod:`benchmarks.scaling_dask`).
+
+Each is written as by its own module (``training.json``; ``dask.json``, ``dask.csv``), and
+together as ``scaling.json``, ``scaling.png`` and ``summary.md``, which also holds a
+calculation of the wall time to score ``--target-rows`` rows on N workers from the measured
+throughput of one worker and the measured efficiency of two. Run it on an otherwise idle machine:
+on a shared one the ratios say what the machine gave.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from . import scaling_dask, scaling_training
+from .cli import HelpFormatter
+
+DEFAULT_OUT_DIR = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "scaling"
+
+
+def wall_time(target_rows, rows_per_s_one, efficiency, workers):
+    """Seconds to score ``target_rows`` on ``workers`` workers of ``rows_per_s_one`` rows/s each;
+    several workers give ``efficiency`` of that each (as measured at two)."""
+    return target_rows / (workers * rows_per_s_one * (efficiency if workers > 1 else 1.0))
+
+
+def hours(seconds):
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
+
+
+def summary(training, dask, target_rows, workers, meta):
+    """The Markdown summary: both tables and the calculation."""
+    lines = [
+        "# Scaling out, measured",
+        "",
+        f"`python -m benchmarks.scaling {meta['arguments']}` on {meta['machine']}; load average "
+        f"{meta['load_average_at_start'][0]:.2f} at the start, "
+        f"{meta['load_average_at_end'][0]:.2f} at the end.",
+        "",
+        "## Training (skorch + Accelerate, one torch thread per process)",
+        "",
+        "| setting | samples/s | ratio to one plain process | TD gathering, share of an epoch |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in training:
+        share = r.get("td_gather_share_of_epoch")
+        share = "-" if share is None else f"{100 * share:.2f}%"
+        lines.append(
+            f"| {r['setting']} | {r['samples_per_s']:,.0f} | {r['ratio_to_one_process']:.2f} | {share} |"
+        )
+    large = [r for r in training if "td_gather_large_median_s" in r]
+    lines += [""] + [
+        f"Gathering the TD of {meta['gather_rows']:,} rows (one all-reduce per epoch) on "
+        f"{r['processes']} process(es): {1000 * r['td_gather_large_median_s']:.1f} ms."
+        for r in large
+    ]
+    lines += [
+        "",
+        "## Pool scoring (Dask, one thread per worker)",
+        "",
+        "| setting | rows/s | ratio to one worker |",
+        "|---|---:|---:|",
+    ]
+    for r in dask:
+        ratio = "-" if r["ratio_to_one_worker"] is None else f"{r['ratio_to_one_worker']:.2f}"
+        lines.append(f"| {r['setting']} | {r['rows_per_s']:,.0f} | {ratio} |")
+    one = next(r for r in dask if r["workers"] == 1)
+    two = next((r for r in dask if r["workers"] == 2), None)
+    efficiency = two["rows_per_s"] / (2 * one["rows_per_s"]) if two else 1.0
+    lines += [
+        "",
+        f"## Calculation: scoring {target_rows:.0e} rows",
+        "",
+        f"t = rows / (N x r1 x e), with r1 = {one['rows_per_s']:,.0f} rows/s (one CPU worker, measured "
+        f"above) and e = {efficiency:.2f} (rows/s of two workers over twice one's, measured above), "
+        "assumed to hold at N > 1 workers; the per-cycle `pool_subset` of the paper (10,000 rows) costs a "
+        "fraction of this. For GPU workers put a GPU's measured r1 in the same formula.",
+        "",
+        "| CPU workers N | wall time |",
+        "|---:|---:|",
+    ]
+    for n in workers:
+        lines.append(f"| {n} | {hours(wall_time(target_rows, one['rows_per_s'], efficiency, n))} |")
+    return "\n".join(lines) + "\n", efficiency
+
+
+def plot(training, dask, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    accelerated = [r for r in training if r["processes"]]
+    left.plot([r["processes"] for r in accelerated], [r["samples_per_s"] for r in accelerated], "o-",
+              label="Accelerate processes")  # fmt: skip
+    left.axhline(training[0]["samples_per_s"], color="grey", ls="--", label="plain net, 1 process")
+    left.set(xlabel="training processes (1 thread each)", ylabel="samples/s", title="Training")
+    left.set_xticks([r["processes"] for r in accelerated])
+    left.set_ylim(0, 1.15 * max(r["samples_per_s"] for r in training))
+    left.legend()
+    on_dask = [r for r in dask if r["workers"]]
+    right.plot(
+        [r["workers"] for r in on_dask], [r["rows_per_s"] for r in on_dask], "o-", label="Dask workers"
+    )
+    right.axhline(dask[0]["rows_per_s"], color="grey", ls="--", label="in memory, 1 thread")
+    right.set(xlabel="worker processes (1 thread each)", ylabel="rows/s", title="Pool scoring")
+    right.set_xticks([r["workers"] for r in on_dask])
+    right.set_ylim(0, 1.15 * max(r["rows_per_s"] for r in dask))
+    right.legend()
+    fig.suptitle("tidal_modal scaling on this machine (SmallCNN, 28x28 images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser():
+    """The command line of ``python -m benchmarks.scaling``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling",
+        description=__doc__.splitlines()[0],
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="training processes to try")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Dask workers to try")
+    parser.add_argument("--train-rows", type=int, default=4096, help="training rows")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is not timed)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training rows per step and process")
+    parser.add_argument("--pool-rows", type=int, default=8_000, help="pool rows scored on Dask")
+    parser.add_argument("--gather-rows", type=int, default=1_000_000, help="rows of the TD buffer gathered")
+    parser.add_argument("--repeats", type=int, default=3, help="timed queries per Dask setting (median)")
+    parser.add_argument("--target-rows", type=float, default=1e8, help="pool size of the calculation")
+    parser.add_argument(
+        "--calc-workers", type=int, nargs="+", default=[1, 8, 64], help="worker counts of the calculation"
+    )
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where to write the results")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    load_at_start = os.getloadavg()
+    training = scaling_training.measure(
+        args.processes, args.train_rows, args.epochs, args.batch_size, args.gather_rows
+    )
+    torch.set_num_threads(1)
+    dask = scaling_dask.measure(args.workers, args.pool_rows, 500, 100, args.repeats)
+    meta = {
+        "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "torch": torch.__version__,
+        "gather_rows": args.gather_rows,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "training.json").write_text(json.dumps({**meta, "results": training}, indent=2) + "\n")
+    scaling_dask.write(dask, args.out_dir, meta)
+    text, efficiency = summary(training, dask, args.target_rows, args.calc_workers, meta)
+    (args.out_dir / "summary.md").write_text(text)
+    (args.out_dir / "scaling.json").write_text(
+        json.dumps(
+            {**meta, "training": training, "dask": dask, "dask_efficiency_at_two": efficiency}, indent=2
+        )
+        + "\n"
+    )
+    plot(training, dask, args.out_dir / "scaling.png")
+    print(text)
+    print(f"Written to {args.out_dir}")
+    return training, dask
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""benchmarks.scaling: the training measurement runs on two processes, and the calculation is right."""
+
+import pytest
+
+from benchmarks import scaling, scaling_training
+
+pytest.importorskip("accelerate")
+
+
+def test_wall_time_divides_the_rows_by_the_workers_throughput():
+    assert scaling.wall_time(1e8, 1000.0, 0.5, 1) == pytest.approx(1e5)  # one worker: its own rate
+    assert scaling.wall_time(1e8, 1000.0, 0.5, 8) == pytest.approx(1e8 / (8 * 500))
+
+
+def test_the_summary_holds_both_tables_and_the_calculation():
+    training = [
+        {"setting": "plain", "processes": 0, "samples_per_s": 100.0, "ratio_to_one_process": 1.0},
+        {"setting": "two", "processes": 2, "samples_per_s": 180.0, "ratio_to_one_process": 1.8,
+         "td_gather_share_of_epoch": 0.01, "td_gather_large_median_s": 0.02},
+    ]  # fmt: skip
+    dask = [
+        {"setting": "in memory", "workers": 0, "rows_per_s": 1000.0, "ratio_to_one_worker": 1.0},
+        {"setting": "1 worker(s)", "workers": 1, "rows_per_s": 1000.0, "ratio_to_one_worker": 1.0},
+        {"setting": "2 worker(s)", "workers": 2, "rows_per_s": 1500.0, "ratio_to_one_worker": 1.5},
+    ]
+    meta = {"arguments": "", "machine": "m", "load_average_at_start": [0.1], "load_average_at_end": [0.2],
+            "gather_rows": 10}  # fmt: skip
+    text, efficiency = scaling.summary(training, dask, 1e8, [1, 10], meta)
+    assert efficiency == pytest.approx(0.75)
+    assert "| two | 180 | 1.80 | 1.00% |" in text
+    assert "| 1 | 27.8 h |" in text  # 1e8 / 1000 rows/s
+    assert "| 10 | 3.7 h |" in text  # 1e8 / (10 x 1000 x 0.75)
+
+
+def test_two_training_processes_are_timed():
+    results = scaling_training.measure([2], rows=64, epochs=2, batch_size=16, gather_rows=100)
+    plain, two = results
+    assert two["processes"] == 2 and len(two["epoch_s"]) == 1
+    assert two["samples_per_s"] > 0 and plain["ratio_to_one_process"] == 1.0
+    assert 0 < two["td_gather_share_of_epoch"] < 1 and len(two["td_gather_large_s"]) == 5
