@@ -6,10 +6,14 @@ import pytest
 import torch
 from skorch.dataset import Dataset
 from skorch.history import History
+from torch.optim.lr_scheduler import MultiStepLR
 
 from benchmarks import fidelity
-from benchmarks.backbones import MLP
+from benchmarks.augment import AugmentRows
+from benchmarks.backbones import MLP, BatchNormCNN
 from benchmarks.fidelity import TDFidelity, kl_divergence, minority_auroc
+from benchmarks.protocol import ALConfig, make_net
+from benchmarks.recipe import PAPER_RECIPE, EvenBatchLoader
 from tidal_modal import TiDALNetClassifier
 
 
@@ -115,3 +119,49 @@ def test_main_writes_numbers_and_plots(tmp_path):
         assert headline[column]["mean"] == pytest.approx((auroc[0][column] + auroc[1][column]) / 2, abs=1e-4)
     for name in ["kl.png", "entropy_hist.png"]:
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_recipe_paper_trains_the_paper_net(tmp_path, monkeypatch):
+    nets = []
+
+    def recording_make_net(*args, **kwargs):
+        nets.append(make_net(*args, **kwargs))
+        return nets[-1]
+
+    monkeypatch.setattr(fidelity, "make_net", recording_make_net)
+    fidelity.main(
+        ["--recipe", "paper", "--kl-dataset", "digits", "--kl-labeled", "80", "--imbalanced-dataset",
+         "digits-ir10", "--auroc-labeled", "60", "--epochs", "2", "--seeds", "0", "--out-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert len(nets) == 2  # the KL fit and the AUROC fit
+    for net in nets:
+        assert net.module is BatchNormCNN
+        assert isinstance(net.optimizer_, torch.optim.SGD)
+        group = net.optimizer_.param_groups[0]
+        assert group["momentum"] == PAPER_RECIPE["momentum"]
+        assert group["weight_decay"] == PAPER_RECIPE["weight_decay"]
+        assert net.batch_size == PAPER_RECIPE["batch_size"] and net.iterator_train is EvenBatchLoader
+        augment = net.iterator_train__collate_fn
+        assert isinstance(augment, AugmentRows) and augment.shift == PAPER_RECIPE["shift"]
+        assert dict(net.callbacks_)["lr_scheduler"].policy is MultiStepLR  # the step schedule
+        assert len(net.history) == 2
+    headline = json.loads((tmp_path / "fidelity.json").read_text())
+    assert headline["arguments"]["recipe"] == "paper"
+    assert headline["arguments"]["backbone"] == "cnn-bn" and headline["arguments"]["epochs"] == 2
+    assert headline["recipe_values"]["optimizer"] == "sgd"
+    kl = read_csv(tmp_path / "kl.csv")
+    assert [(row["seed"], row["epoch"]) for row in kl] == [(0, 1), (0, 2)]
+    assert all(row["kl_td_head"] >= 0 and row["kl_classifier"] >= 0 for row in kl)
+    assert [row["seed"] for row in read_csv(tmp_path / "auroc.csv")] == [0]
+    for name in ["kl.png", "entropy_hist.png"]:
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_recipe_defaults_and_overrides():
+    assert fidelity.parse_args([]).epochs == 30 and fidelity.parse_args([]).backbone == "mlp"
+    paper = fidelity.parse_args(["--recipe", "paper"])
+    assert (paper.epochs, paper.backbone) == (100, "cnn-bn")
+    assert fidelity.parse_args(["--recipe", "paper", "--epochs", "7"]).epochs == 7
+    config = fidelity.make_config(paper, "mnist5k")
+    assert {k: getattr(config, k) for k in PAPER_RECIPE} == PAPER_RECIPE
+    assert fidelity.make_config(fidelity.parse_args([]), "mnist5k") == ALConfig(dataset="mnist5k")
