@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.nn import functional as F
 
-from tidal_modal import TiDALNetClassifier, label_influence, tidal_margin
+from tidal_modal import TiDALNetClassifier, label_influence, measures, tidal_margin
 from tidal_modal.measures import (
     classifier_dynamic_influence,
     classifier_td_entropy,
@@ -146,6 +146,21 @@ class TestMeasureOnATrainedNet:
         net, X = fitted
         got = classifier_dynamic_influence(net, X, target="expected")
         np.testing.assert_allclose(got, self.reference(net, X, "expected").numpy(), rtol=1e-4, atol=1e-6)
+
+    @pytest.mark.parametrize("target", ["pseudo", "td", "expected"])
+    @pytest.mark.parametrize("heads", ["current", "checkpoint"])
+    def test_the_same_scores_whatever_the_chunks(self, fitted, target, heads, monkeypatch):
+        net, X = fitted
+        whole = classifier_dynamic_influence(net, X, target=target, heads=heads)
+        batch_size = net.batch_size
+        net.set_params(batch_size=4)  # 60 rows in 15 batches
+        try:
+            for rows in (1, 7, 10_000):  # every batch alone, a chunk that ends mid-pool, one chunk
+                monkeypatch.setattr(measures, "SCORE_CHUNK_ROWS", rows)
+                got = classifier_dynamic_influence(net, X, target=target, heads=heads)
+                np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-7)
+        finally:
+            net.set_params(batch_size=batch_size)
 
     def test_signs(self, fitted):
         net, X = fitted
