@@ -20,8 +20,9 @@ parallelism:
   predicts, scores a pool and pickles like a single-process net; a warm-started fit wraps it
   again, so that every fit is data-parallel.
 
-Install with ``pip install tidal-modal[accelerate]``; launch a script with ``accelerate launch``
-or ``torchrun`` as for any Accelerate program. See the README's "Scaling out".
+Install with ``pip install tidal-modal[accelerate]``; launch a script with ``torchrun`` (as the
+tests do, on the gloo backend) or ``accelerate launch``, as any Accelerate program. See the
+README's "Scaling out".
 """
 
 import warnings
@@ -134,7 +135,7 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
 
     Examples
     --------
-    In a script started with ``accelerate launch --num_processes 2 train.py``::
+    In a script started with ``torchrun --nproc_per_node 2 train.py``::
 
         from accelerate import Accelerator
         from tidal_modal.accelerate import AcceleratedTiDALNetClassifier
