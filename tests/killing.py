@@ -60,6 +60,10 @@ class ForkServer:
 
     def __init__(self, setup, work, timeout=120):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        # buffered output: print(..., flush=True) writes its whole line at once, so a child killed
+        # mid-print leaves no half line for the server's "ended" line to be glued to (unbuffered,
+        # print writes each part apart: "teach" + "ended 123 -9" was read as one line)
+        env.pop("PYTHONUNBUFFERED", None)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SERVER.format(setup=setup, work=work)],
