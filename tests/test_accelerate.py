@@ -272,3 +272,20 @@ def test_half_precision_probabilities_are_summed_in_float32():
     single = TrainingDynamics(2)
     single.update(torch.tensor([0, 1]), torch.full((2, 2), 0.5, dtype=torch.float16))
     assert single.sums.dtype == torch.float32
+
+
+def test_callbacks_a_validation_split_and_save_params_work(accelerator, data, tmp_path):
+    from skorch.callbacks import EpochScoring
+    from skorch.dataset import ValidSplit
+
+    _, X, y, pool = data
+    scoring = EpochScoring("accuracy", on_train=False, name="valid_accuracy")
+    net = accelerated_net(accelerator, train_split=ValidSplit(4), callbacks=[scoring]).fit(X, y)
+    assert 0 <= net.history[-1, "valid_accuracy"] <= 1 and net.history[-1, "train_td_loss"] > 0
+    assert np.isnan(net.training_dynamics_[:, 0]).sum() == len(X) // 4  # validation rows get none
+    files = dict(f_params=tmp_path / "params.pt", f_trajectory=tmp_path / "trajectory.pt")
+    net.save_params(**files)
+    loaded = accelerated_net(accelerator).initialize()
+    loaded.load_params(**files)
+    np.testing.assert_array_equal(loaded.predict_td(pool), net.predict_td(pool))
+    assert len(loaded.trajectory_) == EPOCHS
