@@ -132,9 +132,8 @@ def test_tiny_paper_preset_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "preset",
-    # (mnist5k-paper joins when its run is complete)
     ["digits", "digits-ir10", "digits-ir100", "mnist5k", "mnist5k-ir10", "mnist5k-ir100"]
-    + ["mnist5k-ir10-paper", "mnist5k-ir100-paper"],
+    + ["mnist5k-paper", "mnist5k-ir10-paper", "mnist5k-ir100-paper"],
 )
 def test_presets_match_their_committed_results(preset):
     """``--preset NAME`` must resume, not contradict, benchmarks/results/NAME (README quotes it)."""
