@@ -155,7 +155,10 @@ def main(argv=None):
         args.processes, args.train_rows, args.epochs, args.batch_size, args.gather_rows
     )
     torch.set_num_threads(1)
-    dask = scaling_dask.measure(args.workers, args.pool_rows, 500, 100, args.repeats)
+    dask_defaults = scaling_dask.build_parser().parse_args([])  # block size and top-k as it has them
+    dask = scaling_dask.measure(
+        args.workers, args.pool_rows, dask_defaults.chunk_rows, dask_defaults.n_instances, args.repeats
+    )
     meta = {
         "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",

@@ -235,21 +235,26 @@ def test_the_strategies_work_on_the_trained_net(accelerator, data):
 
 
 class OneProcess:
-    """An accelerator of a single process: its reduce returns the tensor itself."""
+    """An accelerator of a single process: its reduce returns the tensor itself (and is counted)."""
+
+    reductions = 0
 
     def reduce(self, tensor, reduction="sum"):
+        self.reductions += 1
         return tensor
 
 
 def test_distributed_dynamics_equal_the_single_process_ones_without_repeats():
     rng = torch.Generator().manual_seed(0)
-    single, gathered = TrainingDynamics(6), DistributedTrainingDynamics(6, OneProcess())
+    process = OneProcess()
+    single, gathered = TrainingDynamics(6), DistributedTrainingDynamics(6, process)
     for _ in range(3):
         for index in (torch.tensor([4, 0, 2]), torch.tensor([1, 5, 3])):
             proba = torch.softmax(torch.randn(3, 2, generator=rng), dim=1)
             torch.testing.assert_close(gathered.update(index, proba), single.update(index, proba))
         gathered.end_epoch()
     np.testing.assert_array_equal(gathered.to_numpy(), single.to_numpy())
+    assert process.reductions == 3  # one all-reduce per epoch, sums and counts together
 
 
 def test_a_row_seen_twice_in_an_epoch_counts_once_with_the_mean_of_its_views():

@@ -32,7 +32,6 @@ import torch
 from skorch.dataset import unpack_data
 from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
-from torch.utils.data import Dataset
 
 from .dynamics import TrainingDynamics
 from .net import TiDALNetClassifier
@@ -62,39 +61,41 @@ class DistributedTrainingDynamics(TrainingDynamics):
     def __init__(self, n_samples: int, accelerator: Any) -> None:
         super().__init__(n_samples)
         self.accelerator = accelerator
-        self.epoch_sums = None
-        self.epoch_counts = None
+        # the epoch's sums and counts side by side, [n_samples, n_classes + 1], so that one
+        # all-reduce gathers both; epoch_sums and epoch_counts are views of it
+        self.epoch = self.epoch_sums = self.epoch_counts = None
 
     def update(self, index: torch.Tensor, proba: torch.Tensor) -> torch.Tensor:
         """Fold one batch into the epoch's buffers; return ``pbar`` of its rows, this pass included."""
-        proba = proba.to(torch.promote_types(proba.dtype, torch.float32))
-        if self.sums is None:
-            self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
-            self.counts = proba.new_zeros(self.n_samples)
-            self.epoch_sums, self.epoch_counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
-        index = index.to(proba.device, non_blocking=True)
+        index, proba = self._prepare(index, proba)
         self.epoch_sums.index_add_(0, index, proba)
         self.epoch_counts.index_add_(0, index, torch.ones_like(index, dtype=proba.dtype))
         # the epoch's views of a row so far count as one pass, as end_epoch will count them
         epoch_mean = self.epoch_sums[index] / self.epoch_counts[index].unsqueeze(1)
         return (self.sums[index] + epoch_mean) / (self.counts[index] + 1).unsqueeze(1)
 
+    def _allocate(self, proba):
+        super()._allocate(proba)
+        self.epoch = proba.new_zeros((self.n_samples, proba.shape[1] + 1))
+        self.epoch_sums, self.epoch_counts = self.epoch[:, :-1], self.epoch[:, -1]
+
     def end_epoch(self) -> None:
         """Sum the epoch's buffers over the processes and fold them in; every process must call it."""
-        if self.sums is None:  # no process trained on a batch yet: the shapes are not known
+        # no batch yet, so no shapes: on no process either, as Accelerate gives every process
+        # as many batches (its default even_batches=True)
+        if self.sums is None:
             return
-        epoch_sums = self.accelerator.reduce(self.epoch_sums, reduction="sum")
-        epoch_counts = self.accelerator.reduce(self.epoch_counts, reduction="sum")
+        epoch = self.accelerator.reduce(self.epoch, reduction="sum")  # one all-reduce
+        epoch_sums, epoch_counts = epoch[:, :-1], epoch[:, -1]
         seen = epoch_counts > 0
         self.sums[seen] += epoch_sums[seen] / epoch_counts[seen].unsqueeze(1)
         self.counts[seen] += 1
-        self.epoch_sums.zero_()
-        self.epoch_counts.zero_()
+        self.epoch.zero_()
 
     def __getstate__(self):
         # a pickled net keeps the gathered totals (to_numpy reads only those)
         state = super().__getstate__()
-        state.update(accelerator=None, epoch_sums=None, epoch_counts=None)
+        state.update(accelerator=None, epoch=None, epoch_sums=None, epoch_counts=None)
         return state
 
 
@@ -191,13 +192,9 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
             # (and DistributedDataParallel's gradient buckets) alive
             self.accelerator.free_memory()
 
-    def get_split_datasets(
-        self, X: InputData, y: Labels | None = None, **fit_params: Any
-    ) -> tuple[Dataset, Dataset | None]:
-        """Split as the TiDAL net does; the TD buffer is gathered over the processes."""
-        dataset_train, dataset_valid = super().get_split_datasets(X, y, **fit_params)
-        self.dynamics_ = DistributedTrainingDynamics(self.dynamics_.n_samples, self.accelerator)
-        return dataset_train, dataset_valid
+    def _new_dynamics(self, n_samples: int) -> DistributedTrainingDynamics:
+        """The TD buffer of a fit, gathered over the processes."""
+        return DistributedTrainingDynamics(n_samples, self.accelerator)
 
     def on_train_begin(self, net: Any, X: InputData = None, y: Labels | None = None, **kwargs: Any) -> None:
         """Wrap a fitted module again for a warm-started fit (skorch unwraps it after each fit)."""
@@ -207,12 +204,9 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """A new module first gets its shapes from the batch, then is wrapped; then skorch's step."""
         if not is_fitted(self):
-            Xi, _ = unpack_data(batch)
             if self.accelerator.device_placement:  # the prepared loader puts batches there
                 self.module_.to(self.accelerator.device)
-            self._set_training(False)  # no batch-norm statistics, no dropout: shapes only
-            with torch.no_grad():
-                self.infer(Xi, **fit_params)
+            self._shape_pass(unpack_data(batch)[0], **fit_params)
             self._after_first_forward()
             self._initialize_accelerator()
         return super().train_step(batch, **fit_params)

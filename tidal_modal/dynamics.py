@@ -160,16 +160,24 @@ class TrainingDynamics:
         torch.Tensor, shape (batch, n_classes)
             ``pbar`` of these rows, including this pass.
         """
+        index, proba = self._prepare(index, proba)
+        self.sums.index_add_(0, index, proba)
+        self.counts.index_add_(0, index, torch.ones_like(index, dtype=proba.dtype))
+        return self.sums[index] / self.counts[index].unsqueeze(1)
+
+    def _prepare(self, index, proba):
+        """``(index, proba)`` on the buffers' device and in their precision; the buffers are
+        allocated by the first batch."""
         # at least float32: a mean over many epochs in half precision (autocast, Accelerate's
         # mixed precision) would lose the small updates of late epochs
         proba = proba.to(torch.promote_types(proba.dtype, torch.float32))
         if self.sums is None:
-            self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
-            self.counts = proba.new_zeros(self.n_samples)
-        index = index.to(proba.device, non_blocking=True)
-        self.sums.index_add_(0, index, proba)
-        self.counts.index_add_(0, index, torch.ones_like(index, dtype=proba.dtype))
-        return self.sums[index] / self.counts[index].unsqueeze(1)
+            self._allocate(proba)
+        return index.to(proba.device, non_blocking=True), proba
+
+    def _allocate(self, proba):
+        self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
+        self.counts = proba.new_zeros(self.n_samples)
 
     def to_numpy(self):
         """``pbar`` of every row as a ``[n_samples, n_classes]`` array; NaN for rows never trained on."""

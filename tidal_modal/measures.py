@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from .pool import iter_slices
-from .scores import label_influence, td_entropy, td_margin
+from .scores import label_influence, softmax_, td_entropy, td_margin
 from .trajectory import TrajectoryRecorder, classifier_module
 from .validation import InputData, check_positive_int
 
@@ -244,11 +244,9 @@ def _influence_members(classifier):
 SCORE_CHUNK_ROWS = 2048
 
 
-def _softmax(logits):
-    """Softmax over the last dimension in whole-tensor passes: torch's CPU softmax runs row by
-    row over a short last dimension (fewer than 16 classes), several times slower."""
-    e = (logits - logits.amax(dim=-1, keepdim=True)).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+def _with_sign(score, sign):
+    """``|s|``, ``s`` or ``-s`` as ``sign`` says (see :func:`classifier_dynamic_influence`)."""
+    return score.abs() if sign == "magnitude" else (-score if sign == "negated" else score)
 
 
 def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
@@ -269,13 +267,12 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
     weight_dir, bias_dir = (summed[:, :-1], summed[:, -1]) if trajectory.has_bias else (summed, None)
 
     def score(h, z, td_logits=None):
-        proba = _softmax(z)
+        proba = softmax_(z.clone())  # z is the module's output too: not in place
         if heads == "current":
             v = h @ weight_dir.T if bias_dir is None else torch.addmm(bias_dir, h, weight_dir.T)
             expected_v = (proba * v).sum(dim=1, keepdim=True)
             if target == "pseudo":  # the predicted label's column alone of label_influence
-                s = (expected_v - v.gather(1, z.argmax(dim=1, keepdim=True))).squeeze(1)
-                return s.abs() if sign == "magnitude" else (-s if sign == "negated" else s)
+                return _with_sign((expected_v - v.gather(1, z.argmax(dim=1, keepdim=True))).squeeze(1), sign)
             influence = expected_v - v  # [b, K], as label_influence
         else:  # the stored layer at each checkpoint, on today's features
             if trajectory.has_bias:
@@ -285,10 +282,8 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
         if target == "expected":  # E_{y ~ p} |s_y|: the signed expectation is 0 in closed form
             return (proba * influence.abs()).sum(dim=1)
         if target == "pseudo":
-            s = influence.gather(1, z.argmax(dim=1, keepdim=True)).squeeze(1)
-        else:
-            s = (influence * _softmax(td_logits.to(proba.dtype))).sum(dim=1)
-        return s.abs() if sign == "magnitude" else (-s if sign == "negated" else s)
+            return _with_sign(influence.gather(1, z.argmax(dim=1, keepdim=True)).squeeze(1), sign)
+        return _with_sign((influence * softmax_(td_logits.to(proba.dtype, copy=True))).sum(dim=1), sign)
 
     def score_pending():
         columns = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*pending, strict=True)]

@@ -19,6 +19,7 @@ from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows, source_rows
 from .modules import TiDALModule, unwrap_parallel
 from .pool import is_sliceable, iter_slices, num_rows
+from .scores import softmax_
 from .trajectory import Trajectory, TrajectoryRecorder
 from .transaction import fit_transaction
 from .validation import (
@@ -39,14 +40,8 @@ __all__ = ["TiDALNetClassifier"]
 
 
 def softmax_rows_(logits):
-    """Softmax of each row of a float array, in place.
-
-    torch's CPU softmax over a short last dimension (fewer than 16 classes) runs row by row,
-    about six times slower than these whole-tensor passes.
-    """
-    rows = torch.from_numpy(logits)
-    rows.sub_(rows.amax(dim=1, keepdim=True)).exp_()
-    rows.div_(rows.sum(dim=1, keepdim=True))
+    """Softmax of each row of a 2-D float array, in place (see :func:`~tidal_modal.scores.softmax_`)."""
+    softmax_(torch.from_numpy(logits))
     return logits
 
 
@@ -340,8 +335,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """
         dataset_train, dataset_valid = super().get_split_datasets(X, y, **fit_params)
         source, _ = source_rows(dataset_train)
-        self.dynamics_ = TrainingDynamics(len(source))
+        self.dynamics_ = self._new_dynamics(len(source))
         return dataset_train, dataset_valid
+
+    def _new_dynamics(self, n_samples):
+        """The TD buffer of a fit over ``n_samples`` rows."""
+        return TrainingDynamics(n_samples)
 
     def get_iterator(self, dataset: Dataset, training: bool = False) -> Any:
         """As in skorch; the rows of training batches carry their row index (:class:`IndexedDataset`)."""
@@ -522,7 +521,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
             # lists, DataFrames: rows, as check_predict_input reads them
             X = check_array(X[:2], accept_sparse=True, allow_nd=True)
         batch = next(iter(self.get_iterator(self.get_dataset(X), training=False)))
-        Xi, _ = unpack_data(batch)
+        self._shape_pass(unpack_data(batch)[0], **fit_params)
+
+    def _shape_pass(self, Xi, **fit_params):
+        """A forward pass of the batch ``Xi`` without gradients, in eval mode (no batch-norm
+        statistics move, no dropout): it gives a new module's lazy layers their shapes."""
         self._set_training(False)
         with torch.no_grad():
             self.infer(Xi, **fit_params)

@@ -8,6 +8,16 @@ from scipy.special import entr
 __all__ = ["label_influence", "td_entropy", "td_margin"]
 
 
+def softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension of a float tensor, in place, in whole-tensor passes.
+
+    torch's CPU softmax over a short last dimension (fewer than 16 classes) runs row by row,
+    about six times slower.
+    """
+    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=-1, keepdim=True))
+
+
 def _check_proba(td_proba):
     td_proba = np.asarray(td_proba)
     if td_proba.ndim != 2 or td_proba.shape[1] < 2:
