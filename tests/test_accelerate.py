@@ -24,7 +24,15 @@ from accelerate import Accelerator  # noqa: E402 -- after the skip
 from tidal_modal.accelerate import AcceleratedTiDALNetClassifier, DistributedTrainingDynamics  # noqa: E402
 from tidal_modal.dynamics import TrainingDynamics  # noqa: E402
 
-from .accelerate_worker import BATCH_SIZE, EPOCHS, mlp, query_indices  # noqa: E402
+from .accelerate_worker import (  # noqa: E402
+    BATCH_SIZE,
+    EPOCHS,
+    learnable,
+    load_initial,
+    mlp,
+    query_indices,
+    save_initial,
+)
 
 WORKER = Path(__file__).with_name("accelerate_worker.py")
 REPO = WORKER.parents[1]
@@ -75,9 +83,7 @@ def data(tmp_path_factory):
     y = np.argmax(X[:, :N_CLASSES] + 0.5 * rng.randn(len(X), N_CLASSES), axis=1).astype("int64")
     pool = rng.randn(40, N_FEATURES).astype("float32")
     np.savez(out / "data.npz", X=X, y=y, pool=pool)
-    net = single_process_net().initialize()
-    net.predict_proba(X[:2])  # gives the lazy TD head its shapes
-    torch.save(net.module_.state_dict(), out / "initial.pt")
+    save_initial(single_process_net().initialize(), out / "initial.pt")
     return out, X, y, pool
 
 
@@ -85,8 +91,7 @@ def data(tmp_path_factory):
 def reference(data):
     """One process on batches of both processes' rows together, from the same initial state."""
     out, X, y, _ = data
-    net = single_process_net(batch_size=2 * BATCH_SIZE).initialize()
-    net.module_.load_state_dict(torch.load(out / "initial.pt"))
+    net = load_initial(single_process_net(batch_size=2 * BATCH_SIZE).initialize(), out / "initial.pt")
     return net.partial_fit(X, y)
 
 
@@ -108,14 +113,38 @@ def test_two_processes_record_the_single_process_dynamics(ranks, reference, data
     np.testing.assert_array_equal(first["ordered_counts"], np.full(len(data[1]), EPOCHS))
     # and those of one process on the same batches (DDP averages the two halves' gradients)
     np.testing.assert_allclose(first["ordered_td"], reference.training_dynamics_, atol=2e-6)
-    weights = torch.cat([p.detach().flatten() for p in reference.module_.parameters()]).numpy()
-    np.testing.assert_allclose(first["ordered_weights"], weights, atol=2e-6)
+    np.testing.assert_allclose(first["ordered_weights"], learnable(reference), atol=2e-6)
     deltas = np.stack([d.numpy() for d in reference.trajectory_.deltas])
     np.testing.assert_allclose(first["ordered_deltas"], deltas, atol=2e-6)
     # the unwrapped net predicts and queries as the single-process one
-    assert str(first["ordered_module_type"]) == "TiDALModule"
+    assert str(first["ordered_module_type"]) == "Sequential"
     np.testing.assert_allclose(first["ordered_predict_td"], reference.predict_td(pool), atol=2e-6)
     np.testing.assert_array_equal(first["ordered_query"], query_indices(reference, pool))
+
+
+def test_gradient_accumulation_covers_the_td_head(ranks, data, accelerator):
+    # two batches of BATCH_SIZE rows per process, then one step: one process on 4 x BATCH_SIZE rows
+    out, X, y, _ = data
+    reference = load_initial(single_process_net(batch_size=4 * BATCH_SIZE).initialize(), out / "initial.pt")
+    reference.partial_fit(X, y)
+    for rank in ranks:
+        np.testing.assert_allclose(rank["accumulated_td"], reference.training_dynamics_, atol=2e-6)
+        np.testing.assert_allclose(rank["accumulated_weights"], learnable(reference), atol=2e-6)
+    # the head's gradients wait for the step, as the module's do (skorch accumulates over module_ alone)
+    net = accelerated_net(accelerator)
+    seen = []
+    accumulate = accelerator.accumulate
+
+    def spy(*models):
+        seen.append(models)
+        return accumulate(*models)
+
+    accelerator.accumulate = spy
+    try:
+        net.fit(X, y)
+    finally:
+        del accelerator.accumulate
+    assert all(models == (net.module_, net.td_head_) for models in seen) and seen
 
 
 def test_padding_rows_count_once_per_epoch(ranks, data):
@@ -133,7 +162,7 @@ def test_a_warm_started_fit_is_data_parallel_again(ranks):
     # would train on its own shard alone and the weights would part
     for rank in ranks:
         assert int(rank["warm_epochs"]) == 2 * EPOCHS
-        assert str(rank["warm_module_type"]) == "TiDALModule"
+        assert str(rank["warm_module_type"]) == "Sequential"
         assert (rank["warm_counts"] == EPOCHS).all()  # the TD restarts with each fit
     np.testing.assert_array_equal(ranks[0]["warm_weights"], ranks[1]["warm_weights"])
 
@@ -180,8 +209,7 @@ def accelerated_net(accelerator, **kwargs):
 
 def test_one_process_trains_as_the_tidal_net(accelerator, reference, data):
     out, X, y, pool = data
-    net = accelerated_net(accelerator).initialize()
-    net.module_.load_state_dict(torch.load(out / "initial.pt"))
+    net = load_initial(accelerated_net(accelerator).initialize(), out / "initial.pt")
     net.partial_fit(X, y)
     np.testing.assert_array_equal(net.training_dynamics_, reference.training_dynamics_)
     np.testing.assert_array_equal(net.predict_td(pool), reference.predict_td(pool))

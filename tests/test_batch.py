@@ -88,7 +88,7 @@ class TestOnANet:
         net, X, _ = fitted
         pool = X[100:130]
         captured = []
-        handle = net.module_.backbone.out.register_forward_hook(
+        handle = net.module_.out.register_forward_hook(
             lambda m, a, o: captured.append(a[0].detach())
         )
         net.predict_proba(pool)

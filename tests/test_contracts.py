@@ -111,7 +111,8 @@ class TestSkorch:
     def test_the_optimizer_trains_the_td_head(self, data):
         net = make_net().fit(*data)
         optimized = {id(p) for group in net.optimizer_.param_groups for p in group["params"]}
-        assert {id(p) for p in net.module_.parameters()} == optimized
+        trained = [*net.module_.parameters(), *net.td_head_.parameters()]
+        assert {id(p) for p in trained} == optimized and net.td_head_.weight.requires_grad
 
     def test_valid_loss_is_the_cross_entropy_of_the_validation_rows(self, data):
         X, y = data

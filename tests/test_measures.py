@@ -101,7 +101,7 @@ def fitted(digits):
 
 def layer_inputs(net, X):
     captured = []
-    layer = net.module_.backbone.out
+    layer = net.module_.out
     handle = layer.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
     try:
         logits = torch.as_tensor(net.predict_proba(X)).log()  # eval mode, like scoring
@@ -115,7 +115,7 @@ class TestMeasureOnATrainedNet:
 
     def reference(self, net, X, target, heads="current"):
         h, _ = layer_inputs(net, X)
-        layer = net.module_.backbone.out
+        layer = net.module_.out
         theta = torch.cat([layer.weight, layer.bias[:, None]], dim=1).detach().double()
         directions, ends = net.trajectory_.directions()
         directions, ends = directions.double(), ends.double()

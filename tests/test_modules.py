@@ -1,12 +1,22 @@
 import pickle
+from copy import deepcopy
 
 import pytest
 import torch
 from torch import nn
 
-from tidal_modal.modules import TDHead, TiDALModule, global_average_pool, last_linear_name
+from tidal_modal.modules import (
+    FeatureTap,
+    TDHead,
+    attach_taps,
+    capturing,
+    detach_taps,
+    global_average_pool,
+    last_linear_name,
+    unwrap,
+)
 
-from .models import MLP, OwnHead, SmallCNN
+from .models import MLP, SmallCNN
 
 
 class TestGlobalAveragePool:
@@ -36,91 +46,77 @@ class TestTDHead:
             TDHead(n_branches=2)([torch.randn(4, 3)], 5)
 
 
-class TestTiDALModule:
+def headed(module, taps, head, x):
+    """Logits and TD logits of ``x``, as the net computes them (taps switched on around the pass)."""
+    with capturing(taps):
+        logits = module(x)
+        return logits, head([tap.features for tap in taps], logits.shape[1])
+
+
+class TestFeatureTaps:
     def test_default_layer_is_input_of_last_linear(self):
-        backbone = MLP(n_features=6, hidden=9, n_classes=4)
-        module = TiDALModule(backbone, td_hidden=5)
-        assert module.default_td_layer == last_linear_name(backbone) == "out"
-        logits, td_logits = module(torch.randn(3, 6))
+        module = MLP(n_features=6, hidden=9, n_classes=4)
+        taps = attach_taps(module)
+        assert [(t.layer, t.use_input) for t in taps] == [(last_linear_name(module), True)] == [("out", True)]
+        head = TDHead(1, hidden=5)
+        logits, td_logits = headed(module, taps, head, torch.randn(3, 6))
         assert logits.shape == td_logits.shape == (3, 4)
-        assert module.td_head.branches[0][0].in_features == 9  # penultimate width, not 4
+        assert head.branches[0][0].in_features == 9  # penultimate width, not 4
 
     def test_named_conv_layers_feed_pooled_maps(self):
-        module = TiDALModule(SmallCNN(n_classes=3), td_layers=["stage1", "stage2"], td_hidden=4)
-        logits, td_logits = module(torch.randn(2, 1, 8, 8))
+        module = SmallCNN(n_classes=3)
+        taps = attach_taps(module, ["stage1", "stage2"])
+        head = TDHead(2, hidden=4)
+        _, td_logits = headed(module, taps, head, torch.randn(2, 1, 8, 8))
         assert td_logits.shape == (2, 3)
-        assert [b[0].in_features for b in module.td_head.branches] == [8, 16]
+        assert [b[0].in_features for b in head.branches] == [8, 16]
 
     def test_unknown_layer_name_lists_available_names(self):
         with pytest.raises(ValueError, match=r"unknown: \['nope'\].*stage1"):
-            TiDALModule(SmallCNN(), td_layers=["nope"])
+            attach_taps(SmallCNN(), ["nope"])
 
-    def test_td_loss_gradient_reaches_the_backbone(self):
-        backbone = MLP(n_features=6, hidden=9, n_classes=4)
-        module = TiDALModule(backbone)
-        _, td_logits = module(torch.randn(3, 6))
+    def test_td_loss_gradient_reaches_the_module(self):
+        module = MLP(n_features=6, hidden=9, n_classes=4)
+        _, td_logits = headed(module, attach_taps(module), TDHead(1), torch.randn(3, 6))
         td_logits.sum().backward()
-        assert backbone.body[0].weight.grad.abs().sum() > 0
-        assert backbone.out.weight.grad is None  # the classifier layer is not on the TD path
+        assert module.body[0].weight.grad.abs().sum() > 0
+        assert module.out.weight.grad is None  # the classifier layer is not on the TD path
 
-    def test_hooks_do_not_outlive_the_forward_call(self):
-        module = TiDALModule(SmallCNN(), td_layers=["stage2"])
-        module(torch.randn(2, 1, 8, 8))
-        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.backbone.modules())
-        clone = pickle.loads(pickle.dumps(module))
-        x = torch.randn(2, 1, 8, 8)
-        torch.testing.assert_close(clone(x)[1], module(x)[1])
+    def test_switched_off_they_keep_nothing(self):
+        module = SmallCNN()
+        taps = attach_taps(module, ["stage2"])
+        module(torch.randn(2, 1, 8, 8))  # the user's own forward, an export, serving
+        assert taps[0].features is None
+        headed(module, taps, TDHead(1), torch.randn(2, 1, 8, 8))
+        assert taps[0].features is None and not taps[0].active  # dropped when the pass ends
 
-    def test_module_with_own_head_drops_ours(self):
-        module = TiDALModule(OwnHead())
-        x = torch.randn(2, 4)
-        logits, td_logits = module(x)
-        assert module.td_head is None
-        torch.testing.assert_close(td_logits, module.backbone.td(x))
-        fresh = TiDALModule(OwnHead())
-        fresh.load_state_dict(module.state_dict())  # saved without our head: loads without it
-        assert fresh.td_head is None
+    def test_attaching_again_keeps_one_tap_per_layer(self):
+        module = SmallCNN()
+        first = attach_taps(module, ["stage2"])
+        assert attach_taps(module, ["stage2"]) == first  # the same tap, not a second hook
+        other = attach_taps(module, ["stage1"])  # another configuration replaces it
+        dicts = [d for m in module.modules() for d in (m._forward_hooks, m._forward_pre_hooks)]
+        hooks = [hook for d in dicts for hook in d.values()]
+        assert hooks == other
 
-    def test_backbone_without_linear_needs_td_layers(self):
-        backbone = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(1))
-        with pytest.raises(ValueError, match="no nn.Linear.*td_layers"):
-            TiDALModule(backbone)(torch.randn(2, 1, 3, 3))
+    def test_copies_and_pickles_bring_their_taps_along_switched_off(self):
+        module = SmallCNN()
+        taps = attach_taps(module, ["stage2"])
+        taps[0].active, taps[0].features = True, torch.ones(1)
+        for copy in (pickle.loads(pickle.dumps(module)), deepcopy(module)):
+            (tap,) = copy.stage2._forward_hooks.values()
+            assert isinstance(tap, FeatureTap) and not tap.active and tap.features is None
+            assert attach_taps(copy, ["stage2"]) == [tap]
+        detach_taps(module)
+        assert not module.stage2._forward_hooks
 
-    def test_input_dtype_follows_casts_and_moves(self):
-        module = TiDALModule(MLP(n_features=4, n_classes=3, hidden=8))
-        assert module.input_dtype == torch.float32
-        module.double()
-        assert module.input_dtype == torch.float64
-        module.to(torch.float32)
-        assert module.input_dtype == torch.float32
-        restored = pickle.loads(pickle.dumps(module.double()))
-        assert restored.input_dtype == torch.float64
+    def test_a_module_without_linear_has_no_default_layer(self):
+        assert attach_taps(nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(1))) == []
 
-    def test_attributes_of_the_backbone_are_reached_through_the_wrapper(self):
-        backbone = MLP(n_features=4, hidden=8, n_classes=3)
-        module = TiDALModule(backbone)
-        assert module.out is backbone.out and module.body is backbone.body
-        with pytest.raises(AttributeError, match="nope"):
-            module.nope  # noqa: B018
 
-    def test_setting_an_attribute_of_the_backbone_sets_it_there(self):
-        backbone = MLP(n_features=4, hidden=8, n_classes=3)
-        module = TiDALModule(backbone)
-        module.out = nn.Linear(8, 5)  # replaces the user's classifier layer
-        assert backbone.out is module.out and "out" not in module._modules
-        logits, td_logits = module(torch.randn(2, 4))
-        assert logits.shape == td_logits.shape == (2, 5)
-        module.note = "mine"  # the backbone has no such attribute: the wrapper keeps it
-        assert not hasattr(backbone, "note")
-        module.eval()  # the wrapper's own flags stay its own
-        assert not module.training and not backbone.training
-
-    def test_the_wrappers_attributes_win_over_the_backbones(self):
-        class Clashing(MLP):
-            td_layers = td_head = "the user's"
-
-        backbone = Clashing(n_features=4, n_classes=2)
-        module = TiDALModule(backbone)
-        assert module.td_layers is None and isinstance(module.td_head, TDHead)
-        assert backbone.td_layers == backbone.td_head == "the user's"
-        assert list(module.state_dict())[0].startswith("backbone.")  # the order of earlier releases
+class TestUnwrap:
+    def test_compiled_and_parallel_modules_are_seen_through(self):
+        module = MLP()
+        assert unwrap(torch.compile(module)) is module
+        assert unwrap(nn.DataParallel(module)) is module
+        assert unwrap(module) is module

@@ -31,7 +31,7 @@ class TrainingPassRecorder(Callback):
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if training:
-            proba = torch.softmax(y_pred[0].detach(), dim=1).numpy()
+            proba = torch.softmax(y_pred.detach(), dim=1).numpy()  # the module's logits, as in skorch
             self.passes.append((batch[0].numpy().copy(), proba))
 
 
@@ -48,7 +48,7 @@ def hand_computed_td(X, passes):
 def hand_td(net, features):
     """The TD head computed by hand from its feature maps: each averaged over its spatial
     dimensions, through its branch (Linear, ReLU); the branches concatenated, the output layer, softmax."""
-    head = net.module_.td_head
+    head = net.td_head_
     hidden = []
     for f, branch in zip(features, head.branches, strict=True):
         pooled = f.mean(dim=(2, 3)) if f.dim() == 4 else f
@@ -58,7 +58,7 @@ def hand_td(net, features):
 
 def penultimate(net, X):
     """The input of the test MLP's last layer, in eval mode."""
-    return net.module_.backbone.eval().body(torch.as_tensor(X))
+    return net.module_.eval().body(torch.as_tensor(X))
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ class TestTrainingDynamics:
         X, y = tiny
         net = tiny_net().initialize()
         calls = []
-        net.module_.backbone.register_forward_hook(lambda *args: calls.append(1))
+        net.module_.register_forward_hook(lambda *args: calls.append(1))
         net.partial_fit(X, y)
         # 4 batches x 5 epochs: the first training batch gives the head its shapes
         assert len(calls) == 4 * 5
@@ -118,9 +118,9 @@ class TestTrainingDynamics:
     def test_td_restarts_at_each_fit_while_warm_start_keeps_weights(self, tiny):
         X, y = tiny
         net = tiny_net(warm_start=True, callbacks=[("recorder", TrainingPassRecorder())]).fit(X, y)
-        weights = net.module_.backbone.out.weight.detach().clone()
+        weights = net.module_.out.weight.detach().clone()
         net.fit(X[:20], y[:20])
-        assert not torch.equal(weights, net.module_.backbone.out.weight)
+        assert not torch.equal(weights, net.module_.out.weight)
         assert net.history[0]["epoch"] == 1 and len(net.history) == 10  # one history, kept training
         td = net.training_dynamics_
         assert td.shape == (20, 2)
@@ -161,10 +161,10 @@ class TestTrainingDynamics:
         for weight in (0.0, 1.0):
             torch.manual_seed(0)
             net = tiny_net(td_weight=weight).initialize()
-            net.module_(torch.as_tensor(X[:2]))  # gives the head its shapes
-            before = net.module_.td_head.weight.detach().clone()
+            net.infer_td(torch.as_tensor(X[:2]))  # gives the head its shapes
+            before = net.td_head_.weight.detach().clone()
             net.partial_fit(X, y)
-            heads[weight] = torch.equal(before, net.module_.td_head.weight)
+            heads[weight] = torch.equal(before, net.td_head_.weight)
         assert heads == {0.0: True, 1.0: False}
 
     def test_history_records_the_epoch_mean_td_loss(self, tiny):
@@ -269,9 +269,11 @@ class TestPrediction:
         X, _ = digits
         net = pickle.loads(pickle.dumps(fitted))
         net.module_.double()
-        td = net.predict_td(X[:5])  # float32 rows into a float64 module
-        assert td.dtype == np.float64
+        proba, td = net.predict_proba(X[:5]), net.predict_td(X[:5])  # float32 rows into a float64 module
+        assert proba.dtype == np.float64 and td.dtype == np.float32  # float64 features into the head
         np.testing.assert_allclose(td, fitted.predict_td(X[:5]), rtol=1e-5)
+        net.td_head_.double()
+        assert net.predict_td(X[:5]).dtype == np.float64
 
     def test_softmax_rows_matches_torch_without_overflow(self):
         logits = np.random.RandomState(0).randn(50, 7).astype(np.float32) * 30
@@ -302,17 +304,17 @@ class TestBackbones:
         net = TiDALNetClassifier(
             SmallCNN, td_layers=["stage1", "stage2"], td_hidden=16, max_epochs=2, verbose=0
         ).fit(images, y[:200])
-        assert [b[0].in_features for b in net.module_.td_head.branches] == [8, 16]
-        backbone = net.module_.backbone
-        stage1 = backbone.stage1(torch.as_tensor(images[:7]))
-        expected = hand_td(net, [stage1, backbone.stage2(stage1)])  # both maps averaged over 8x8 / 4x4
+        assert [b[0].in_features for b in net.td_head_.branches] == [8, 16]
+        module = net.module_
+        stage1 = module.stage1(torch.as_tensor(images[:7]))
+        expected = hand_td(net, [stage1, module.stage2(stage1)])  # both maps averaged over 8x8 / 4x4
         np.testing.assert_allclose(net.predict_td(images[:7]), expected, rtol=1e-5, atol=1e-7)
 
     def test_module_with_its_own_td_head(self, tiny):
         X, y = tiny
         net = TiDALNetClassifier(OwnHead, max_epochs=3, verbose=0).fit(X, y)
-        assert net.module_.td_head is None
-        expected = torch.softmax(net.module_.backbone.td(torch.as_tensor(X)), dim=1).detach().numpy()
+        assert net.td_head_ is None and net.td_taps_ == []
+        expected = torch.softmax(net.module_.td(torch.as_tensor(X)), dim=1).detach().numpy()
         np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-5)
         assert net.history[-1]["train_td_loss"] > 0
 
@@ -331,9 +333,9 @@ class TestEstimatorProtocol:
         X, y = tiny
         net = tiny_net().fit(X, y)
         net.set_params(module__hidden=7)
-        assert net.module_.backbone.body[0].out_features == 7
+        assert net.module_.body[0].out_features == 7
         net.fit(X, y)
-        assert net.module_.td_head.branches[0][0].in_features == 7  # a new head for the new width
+        assert net.td_head_.branches[0][0].in_features == 7  # a new head for the new width
         expected = hand_td(net, [penultimate(net, X)])
         np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-5, atol=1e-7)
 
@@ -453,7 +455,7 @@ class TestSkorchParity:
         X, y = tiny
         net = TiDALNetClassifier(Scaled, max_epochs=0, verbose=0).fit(X, y, scale=2.0)
         assert net.module_.scales == [2.0]  # one forward pass, with the fit's parameters
-        assert net.module_.td_head.weight.shape == (2, 128) and net.classes_.tolist() == [0, 1]
+        assert net.td_head_.weight.shape == (2, 128) and net.classes_.tolist() == [0, 1]
 
     def test_a_lazy_classifier_layer_gets_its_shapes_and_its_trajectory(self, tiny):
         X, y = tiny
@@ -504,22 +506,18 @@ class TestSkorchParity:
             name for name, _ in net.get_all_learnable_params() if name.startswith("td_head.")
         }
 
-    def test_module_attributes_are_the_backbones(self, tiny):
+    def test_a_new_classifier_layer_is_used(self, tiny):
         X, y = tiny
         net = tiny_net().fit(X, y)
-        assert net.module_.out is net.module_.backbone.out
         net.module_.out = nn.Linear(32, 2)  # a new classifier layer, e.g. for fine-tuning
-        assert net.module_.backbone.out is net.module_.out
         np.testing.assert_allclose(
-            net.predict_proba(X),
-            torch.softmax(net.module_.backbone(torch.as_tensor(X)), dim=1).detach(),
-            rtol=1e-5,
+            net.predict_proba(X), torch.softmax(net.module_(torch.as_tensor(X)), dim=1).detach(), rtol=1e-5
         )
 
     def test_an_initialized_net_predicts_with_its_initial_weights(self, tiny):
         X, y = tiny
         net = tiny_net().initialize()
-        expected = torch.softmax(net.module_.backbone.eval()(torch.as_tensor(X)), dim=1).detach().numpy()
+        expected = torch.softmax(net.module_.eval()(torch.as_tensor(X)), dim=1).detach().numpy()
         np.testing.assert_allclose(net.predict_proba(X), expected, rtol=1e-5)
         assert net.predict(X.tolist()).shape == (30,)  # a list is read as rows here too
         net.partial_fit(X, y)  # and it trains on

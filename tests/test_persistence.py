@@ -84,7 +84,7 @@ class TestPickle:
         monkeypatch.undo()
         assert b"cuda:0" in blob
         with pytest.raises(RuntimeError, match="CUDA"):  # the simulation is faithful: plain loading fails
-            torch.load(_save_module(fitted, tag), weights_only=True)
+            torch.load(_save_module(fitted.module_, tag), weights_only=True)
         with pytest.warns(DeviceWarning):
             loaded = pickle.loads(blob)
         assert str(loaded.device) == "cpu"
@@ -115,13 +115,13 @@ def assert_trains_on_alike(copy, original, data):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
-def _save_module(net, tag):
-    """A ``torch.save`` of the module's state with the storage locations given by ``tag``."""
+def _save_module(module, tag):
+    """A ``torch.save`` of a module's state with the storage locations given by ``tag``."""
     buffer = io.BytesIO()
     real_tag = torch.serialization.location_tag
     torch.serialization.location_tag = tag
     try:
-        torch.save(net.module_.state_dict(), buffer)
+        torch.save(module.state_dict(), buffer)
     finally:
         torch.serialization.location_tag = real_tag
     buffer.seek(0)
@@ -135,8 +135,9 @@ class TestSaveParams:
         fitted.save_params(**files)
         loaded = make_net().initialize()
         loaded.load_params(**files)
-        # the whole TiDALModule was saved: backbone and TD head
-        assert {k.split(".")[0] for k in loaded.module_.state_dict()} == {"backbone", "td_head"}
+        # f_params holds the user's module; the TD head went next to it, and came back with it
+        assert torch.load(files["f_params"]).keys() == fitted.module_.state_dict().keys()
+        assert (tmp_path / "params.td_head.pt").is_file()
         np.testing.assert_array_equal(loaded.predict_td(data[0]), fitted.predict_td(data[0]))
         assert len(loaded.history) == len(fitted.history)
 
@@ -151,7 +152,9 @@ class TestSaveParams:
 
     def test_gpu_saved_params_load_on_cpu(self, fitted, data, tmp_path):
         path = tmp_path / "params.pt"
-        path.write_bytes(_save_module(fitted, lambda storage: "cuda:0").getvalue())
+        path.write_bytes(_save_module(fitted.module_, lambda storage: "cuda:0").getvalue())
+        head = _save_module(fitted.td_head_, lambda storage: "cuda:0")
+        (tmp_path / "params.td_head.pt").write_bytes(head.getvalue())
         loaded = make_net().initialize()
         loaded.load_params(f_params=path)  # skorch maps to net.device ('cpu')
         np.testing.assert_array_equal(loaded.predict_td(data[0]), fitted.predict_td(data[0]))

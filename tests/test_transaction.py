@@ -249,7 +249,7 @@ class TestKeyboardInterruptInTheLoop:
         assert FITS[how](net, *data) is net
         new_epochs = 1 if how == "fit" else n_epochs + 1
         assert len(net.history) == new_epochs
-        assert not torch.equal(weights["backbone.out.weight"], net.module_.backbone.out.weight)
+        assert not torch.equal(weights["out.weight"], net.module_.out.weight)
         assert len(net.trajectory_) == 1  # on_train_end closed the fit
 
 

@@ -172,7 +172,7 @@ class TestFitInput:
         X, y = rng.randint(0, 10, size=(40, 5)), np.arange(40) % 3
         net = make_net(module=EmbeddingNet).fit(X, y)
         with torch.no_grad():
-            expected = torch.softmax(net.module_(torch.as_tensor(X))[1], dim=1).numpy()
+            expected = torch.softmax(net.infer_td(torch.as_tensor(X))[2], dim=1).numpy()
         np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-6)
 
     @pytest.mark.parametrize("as_dict", [True, False])
@@ -182,7 +182,8 @@ class TestFitInput:
         X = {"a": X[:, :2], "b": X[:, 2:]} if as_dict else (X[:, :2], X[:, 2:])
         net = make_net(module=TwoInputs).fit(X, y)
         with torch.no_grad():
-            expected = torch.softmax(net.module_(a, b)[1], dim=1).numpy()  # each input in its place
+            # each input in its place
+            expected = torch.softmax(net.infer_td({"a": a, "b": b})[2], dim=1).numpy()
         np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-6)
 
     def test_warm_start_with_another_feature_count(self, fresh_fit):
@@ -401,7 +402,7 @@ class TestQueryInput:
     def test_a_diverged_net_is_not_queried_silently(self, fresh_fit):
         net, X, _ = fresh_fit
         with torch.no_grad():
-            net.module_.td_head.bias.fill_(np.nan)
+            net.td_head_.bias.fill_(np.nan)
         with pytest.raises(ValueError, match="scores of the pool contain NaN or inf"):
             tidal_entropy(net, X)
 

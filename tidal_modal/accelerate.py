@@ -26,6 +26,7 @@ README's "Scaling out".
 """
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -199,17 +200,44 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
     def on_train_begin(self, net: Any, X: InputData = None, y: Labels | None = None, **kwargs: Any) -> None:
         """Wrap a fitted module again for a warm-started fit (skorch unwraps it after each fit)."""
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.grads_pending_ = False  # a fit starts from zero gradients
         self._initialize_accelerator()
 
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """A new module first gets its shapes from the batch, then is wrapped; then skorch's step."""
+        """A new module first gets its shapes from the batch, then is wrapped; then skorch's step,
+        with gradient accumulation over the module and the TD head alike.
+
+        skorch's mixin accumulates over ``module_`` alone (skorch#874): the head's gradients
+        would then be synchronised at every micro-batch.
+        """
         if not is_fitted(self):
             if self.accelerator.device_placement:  # the prepared loader puts batches there
                 self.module_.to(self.accelerator.device)
+                self.td_head_.to(self.accelerator.device)
             self._shape_pass(unpack_data(batch)[0], **fit_params)
-            self._after_first_forward()
             self._initialize_accelerator()
-        return super().train_step(batch, **fit_params)
+        modules = [m for m in (self.module_, self.td_head_) if m is not None]
+        with self.accelerator.accumulate(*modules):
+            return TiDALNetClassifier.train_step(self, batch, **fit_params)
+
+    def _zero_grad_optimizer(self, set_to_none: bool | None = None) -> None:
+        """Zero the gradients at the first micro-batch of an accumulation group only.
+
+        skorch zeroes them before every forward pass, and Accelerate's optimizer zeroes only
+        while gradients synchronise, that is at the *last* micro-batch of a group: together
+        they would drop the group's accumulated gradients and step on the last micro-batch's
+        alone. A group begins after a step (:meth:`_step_optimizer`).
+        """
+        if not getattr(self, "grads_pending_", False):
+            for name in self._optimizers:
+                optimizer = getattr(self, name + "_")
+                getattr(optimizer, "optimizer", optimizer).zero_grad(set_to_none=True)
+
+    def _step_optimizer(self, step_fn: Callable) -> None:
+        """As skorch's mixin (Accelerate's optimizer steps only when gradients synchronise);
+        records whether the gradients wait for the next micro-batch."""
+        super()._step_optimizer(step_fn)
+        self.grads_pending_ = not self.accelerator.sync_gradients
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """The TiDAL step under the accelerator's autocast, with its backward pass."""

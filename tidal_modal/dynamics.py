@@ -145,6 +145,11 @@ class TrainingDynamics:
         self.sums = None  # [n_samples, n_classes], allocated by the first update
         self.counts = None  # [n_samples]
 
+    @property
+    def empty(self):
+        """Whether no batch has been folded in yet (the fit's first batch is still to come)."""
+        return self.sums is None
+
     def update(self, index, proba):
         """Fold one batch of probabilities in and return the updated means of its rows.
 
@@ -179,6 +184,15 @@ class TrainingDynamics:
         self.sums = proba.new_zeros((self.n_samples, proba.shape[1]))
         self.counts = proba.new_zeros(self.n_samples)
 
+    def snapshot(self):
+        """A copy of the totals, for :meth:`restore` (e.g. the dynamics of an earlier epoch)."""
+        return None if self.sums is None else (self.sums.clone(), self.counts.clone())
+
+    def restore(self, snapshot):
+        """Put back the totals that :meth:`snapshot` copied."""
+        if snapshot is not None:
+            self.sums, self.counts = (t.clone() for t in snapshot)
+
     def to_numpy(self):
         """``pbar`` of every row as a ``[n_samples, n_classes]`` array; NaN for rows never trained on."""
         if self.sums is None:
@@ -186,9 +200,16 @@ class TrainingDynamics:
         return (self.sums / self.counts.unsqueeze(1)).cpu().numpy()  # 0 / 0 -> NaN
 
     def __getstate__(self):
-        # skorch maps only its registered modules to the CPU when unpickling; keep ours there.
+        # skorch maps only its registered modules to the CPU when unpickling; ours go as arrays,
+        # which unpickle without torch.load (and its map_location)
         state = self.__dict__.copy()
         for key in ("sums", "counts"):
             if state[key] is not None:
-                state[key] = state[key].cpu()
+                state[key] = state[key].cpu().numpy()
         return state
+
+    def __setstate__(self, state):
+        for key in ("sums", "counts"):
+            if isinstance(state.get(key), np.ndarray):
+                state[key] = torch.from_numpy(state[key])
+        self.__dict__.update(state)

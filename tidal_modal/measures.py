@@ -292,9 +292,15 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
 
     captured, pending, scores = [], [], []
     n_pending = 0
+    if target == "td":
+        if not callable(getattr(net, "forward_td_iter", None)):
+            raise ValueError("target='td' needs a net with a TD head (TiDALNetClassifier).")
+        outputs = net.forward_td_iter(X, device=None)  # (logits, td_logits) per batch
+    else:
+        outputs = net.forward_iter(X, training=False, device=None)
     handle = layer.register_forward_hook(lambda module, args, out: captured.append((args[0], out)))
     try:
-        for output in net.forward_iter(X, training=False, device=None):
+        for output in outputs:
             if len(captured) != 1:
                 raise RuntimeError(
                     f"The trajectory's layer {trajectory.layer!r} ran {len(captured)} times in one "
@@ -306,14 +312,7 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
                     f"The trajectory's layer {trajectory.layer!r} receives input of shape "
                     f"{tuple(h.shape)}; DISAL's closed form needs [batch, features]."
                 )
-            td_logits = None
-            if target == "td":
-                if not isinstance(output, (tuple, list)) or len(output) < 2:
-                    raise ValueError(
-                        "target='td' needs a net with a TD head (TiDALNetClassifier) whose "
-                        "module returns (logits, td_logits)."
-                    )
-                td_logits = output[1]
+            td_logits = output[1] if target == "td" else None
             pending.append((h, z) if td_logits is None else (h, z, td_logits))
             n_pending += len(h)
             if n_pending >= SCORE_CHUNK_ROWS:

@@ -1,7 +1,8 @@
-"""Torch modules: the TD prediction head and the wrapper that attaches it to any backbone.
+"""Torch modules: the TD prediction head, and the forward hooks that hand it a module's features.
 
-Nothing here depends on skorch; :class:`~tidal_modal.net.TiDALNetClassifier` builds a
-:class:`TiDALModule` around the user's module in ``initialize_module``.
+Nothing here depends on skorch. :class:`~tidal_modal.net.TiDALNetClassifier` keeps the user's
+module as ``module_``, untouched but for small :class:`FeatureTap` hooks on the layers the head
+reads, and the :class:`TDHead` as a second skorch module, ``td_head_``.
 """
 
 import math
@@ -12,7 +13,9 @@ from torch.nn import functional as F
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-__all__ = ["TDHead", "TiDALModule", "unwrap_parallel"]
+from .legacy import TiDALModule, _drop_unused_head_on_load  # noqa: F401 -- 0.1.0 pickles name them here
+
+__all__ = ["FeatureTap", "TDHead", "attach_taps", "unwrap"]
 
 
 def global_average_pool(features):
@@ -77,16 +80,20 @@ class TDHead(LazyModuleMixin, nn.Module):
         return F.linear(hidden, self.weight, self.bias)
 
 
-def unwrap_parallel(module):
-    """The module inside data-parallel wrappers (``DistributedDataParallel``, ``DataParallel``).
+def unwrap(module):
+    """The module inside data-parallel and ``torch.compile`` wrappers.
 
-    Accelerate wraps a net's ``module_`` in ``DistributedDataParallel`` while it trains on
-    several processes (:mod:`tidal_modal.accelerate`); the attributes of the
-    :class:`TiDALModule` (its backbone, TD head, input dtype) are read through the wrapper.
+    Accelerate wraps a net's modules in ``DistributedDataParallel`` while it trains on several
+    processes (:mod:`tidal_modal.accelerate`), and skorch's ``compile=True`` in
+    ``torch.compile``'s ``OptimizedModule``; layer names are read on the module inside.
     """
-    while isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        module = module.module
-    return module
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
+            module = module._orig_mod
+        else:
+            return module
 
 
 def last_linear_name(module):
@@ -95,153 +102,118 @@ def last_linear_name(module):
     return names[-1] if names else None
 
 
-class TiDALModule(nn.Module):
-    """A backbone with a TD head attached by forward hooks.
+class FeatureTap:
+    """A forward hook that keeps one layer's features for the TD head while it is switched on.
 
-    ``forward`` returns ``(logits, td_logits)``. The hooks are registered for the duration of
-    each forward call only, so the module pickles like any other and its features keep their
-    autograd graph: the TD loss trains the backbone too, as in the reference code.
-
-    If the backbone itself returns a tuple, it is taken to be ``(logits, td_logits)`` from the
-    user's own head; the built-in head is then dropped and ``td_layers`` is not used.
+    Registered once per initialization on a layer of the user's module (a pre-hook for the
+    layer's input, a forward hook for its output); the net switches it on around its own forward
+    passes (:func:`capturing`). Switched off, as during ``net.module_(x)``, ``torch.export`` or
+    serving, it does nothing. A class rather than a closure: the module keeps pickling and
+    deep-copying; captured features are never pickled.
 
     Parameters
     ----------
-    backbone : nn.Module
-        Any classifier returning class logits ``[n, n_classes]``.
-    td_layers : list of str or None, default=None
-        Names (as in ``backbone.named_modules()``) of the submodules whose *outputs* feed the
-        TD head. ``None`` uses the *input* of the backbone's last ``nn.Linear``, that is its
-        penultimate features.
-    td_hidden : int, default=128
-        Width of each TD-head branch.
+    layer : str
+        Name of the layer in the user's module (``""`` is the module itself).
+    use_input : bool
+        Keep the layer's first input (its features for a last ``nn.Linear``) instead of its output.
     """
 
-    def __init__(self, backbone, td_layers=None, td_hidden=128):
-        super().__init__()
-        # the wrapper's own attributes first: once the backbone is set, a name that the backbone
-        # has and the wrapper has not is set on the backbone (see __setattr__)
-        # integer input to an embedding are indices, not values to cast (decided once, not per batch)
-        self.embeds_input = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in backbone.modules())
-        if td_layers is None:
-            self.td_layers = None
-            default = last_linear_name(backbone)
-            n_branches = 1
-        else:
-            if isinstance(td_layers, str):
-                td_layers = [td_layers]
-            self.td_layers = list(td_layers)
-            known = dict(backbone.named_modules())
-            missing = [name for name in self.td_layers if name not in known]
-            if missing or not self.td_layers:
-                raise ValueError(
-                    f"td_layers={td_layers!r} must name submodules of the module; unknown: "
-                    f"{missing}. Available names: {[n for n in known if n]}."
-                )
-            default = None
-            n_branches = len(self.td_layers)
-        self.default_td_layer = default
-        self.register_load_state_dict_pre_hook(_drop_unused_head_on_load)
-        self._input_dtype = None
-        self.backbone = backbone
-        # registered after the backbone, as in the state dicts of earlier releases; past our
-        # __setattr__, which would give a name that the backbone has too to the backbone
-        super().__setattr__("td_head", TDHead(n_branches, td_hidden))
+    def __init__(self, layer, use_input):
+        self.layer = layer
+        self.use_input = use_input
+        self.active = False
+        self.features = None
 
-    def __getattr__(self, name):
-        """Attributes of the wrapper, else of the backbone: ``net.module_.fc`` is the user's layer."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            backbone = self.__dict__.get("_modules", {}).get("backbone")
-            if backbone is None or name.startswith("__") or not hasattr(backbone, name):
-                raise
-        return getattr(backbone, name)
+    def __call__(self, module, args, output=None):
+        if self.active:
+            self.features = args[0] if self.use_input else output
 
-    def __setattr__(self, name, value):
-        """Set an attribute that only the backbone has on the backbone (``net.module_.fc = nn.Linear(...)``
-        replaces the user's layer), any other on the wrapper."""
-        backbone = self.__dict__.get("_modules", {}).get("backbone")
-        if backbone is not None and not self._has_own(name) and hasattr(backbone, name):
-            setattr(backbone, name, value)
-        else:
-            super().__setattr__(name, value)
+    def __getstate__(self):
+        return {"layer": self.layer, "use_input": self.use_input, "active": False, "features": None}
 
-    def _has_own(self, name):
-        return (
-            name in self.__dict__
-            or any(name in self.__dict__.get(store, ()) for store in ("_parameters", "_buffers", "_modules"))
-            or hasattr(type(self), name)
-        )
+    def __repr__(self):
+        return f"FeatureTap({self.layer!r}, {'input' if self.use_input else 'output'})"
 
-    @property
-    def input_dtype(self):
-        """dtype of the module's first parameter, which input values are cast to.
 
-        Cached: walking the module tree for it on every batch costs more than a small layer.
-        Casts and moves (``.double()``, ``.to(...)``) all go through ``_apply``, which resets it.
-        """
-        if getattr(self, "_input_dtype", None) is None:  # also modules pickled before the cache
-            self._input_dtype = next(self.parameters()).dtype
-        return self._input_dtype
+def _hook_dicts(layer):
+    return (layer._forward_pre_hooks, layer._forward_hooks)
 
-    def _apply(self, fn, *args, **kwargs):
-        self._input_dtype = None
-        return super()._apply(fn, *args, **kwargs)
 
-    def _register_hooks(self, features):
-        if self.td_layers is None:
-            if self.default_td_layer is None:
-                return []
-            layer = self.backbone.get_submodule(self.default_td_layer)
+def detach_taps(module):
+    """Remove every :class:`FeatureTap` registered in ``module`` (also ones that a copy brought)."""
+    for layer in module.modules():
+        for hooks in _hook_dicts(layer):
+            for key in [key for key, hook in hooks.items() if isinstance(hook, FeatureTap)]:
+                del hooks[key]
 
-            def take_input(module, args):
-                features[0] = args[0]
 
-            return [layer.register_forward_pre_hook(take_input)]
+def attach_taps(module, td_layers=None):
+    """The taps that feed the TD head from ``module``, registered unless they already are.
 
-        handles = []
-        for position, name in enumerate(self.td_layers):
+    Parameters
+    ----------
+    module : nn.Module
+        The user's module (inside any wrapper).
+    td_layers : list of str or None
+        Names of layers whose outputs feed the head; ``None``: the input of the last ``nn.Linear``.
 
-            def take_output(module, args, output, position=position):
-                features[position] = output
-
-            handles.append(self.backbone.get_submodule(name).register_forward_hook(take_output))
-        return handles
-
-    def forward(self, *args, **kwargs):
-        features = {}
-        handles = self._register_hooks(features)
-        try:
-            out = self.backbone(*args, **kwargs)  # skorch passes a dict of inputs as keywords
-        finally:
-            for handle in handles:
-                handle.remove()
-        if isinstance(out, (tuple, list)):
-            if len(out) < 2:
-                raise ValueError("A module that returns a tuple must return (logits, td_logits).")
-            if self.td_head is not None:
-                self.td_head = None  # the user's own head replaces ours
-            return tuple(out[:2])
-        if self.td_head is None:
-            raise RuntimeError("This module returned (logits, td_logits) before; it now returns logits only.")
-        if not features:
+    Returns
+    -------
+    list of FeatureTap
+        One per branch of the head, in order; empty if ``td_layers`` is ``None`` and the module
+        has no ``nn.Linear`` (a module with a TD head of its own may have none).
+    """
+    module = unwrap(module)
+    if td_layers is None:
+        name = last_linear_name(module)
+        wanted = [] if name is None else [(name, True)]
+    else:
+        known = dict(module.named_modules())
+        missing = [name for name in td_layers if name not in known]
+        if missing or not td_layers:
             raise ValueError(
-                "Could not find the features for the TD head: the module has no nn.Linear layer "
-                "(or it did not run). Pass td_layers=[...] with the names of the layers whose "
-                f"outputs should feed the TD head; available: "
-                f"{[n for n, _ in self.backbone.named_modules() if n]}."
+                f"td_layers={td_layers!r} must name submodules of the module; unknown: "
+                f"{missing}. Available names: {[n for n in known if n]}."
             )
-        n_branches = len(self.td_head.branches)
-        if len(features) != n_branches:
-            raise RuntimeError(
-                f"Only {len(features)} of the {n_branches} td_layers ran in the forward pass; "
-                "every layer named in td_layers must be used by the module's forward."
-            )
-        return out, self.td_head([features[k] for k in range(n_branches)], out.shape[1])
+        wanted = [(name, False) for name in td_layers]
+    existing = {}
+    for name, layer in module.named_modules():
+        for use_input, hooks in zip((True, False), _hook_dicts(layer), strict=True):
+            for key, hook in list(hooks.items()):
+                if not isinstance(hook, FeatureTap):
+                    continue
+                config = (name, use_input)
+                if config in wanted and (hook.layer, hook.use_input) == config and config not in existing:
+                    existing[config] = hook
+                else:
+                    del hooks[key]  # a tap of another configuration, or a copy's
+    taps = []
+    for name, use_input in wanted:
+        tap = existing.get((name, use_input))
+        if tap is None:
+            tap = FeatureTap(name, use_input)
+            layer = module.get_submodule(name)
+            if use_input:
+                layer.register_forward_pre_hook(tap)
+            else:
+                layer.register_forward_hook(tap)
+        taps.append(tap)
+    return taps
 
 
-def _drop_unused_head_on_load(module, state_dict, prefix, *args):
-    # A model whose backbone returns its own TD logits was saved without our head.
-    if module.td_head is not None and not any(k.startswith(prefix + "td_head.") for k in state_dict):
-        module.td_head = None
+class capturing:
+    """Switch taps on for the block; their features are dropped when it ends."""
+
+    def __init__(self, taps):
+        self.taps = taps
+
+    def __enter__(self):
+        for tap in self.taps:
+            tap.active = True
+        return self.taps
+
+    def __exit__(self, *exc):
+        for tap in self.taps:
+            tap.active = False
+            tap.features = None

@@ -1,5 +1,6 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -10,14 +11,18 @@ from numpy.typing import ArrayLike
 from sklearn.utils import check_array
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import is_dataset, to_device, to_numpy, to_tensor
+from skorch.history import History
+from skorch.utils import get_map_location, is_dataset, to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
+from . import restoring
 from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows, source_rows
-from .modules import TiDALModule, unwrap_parallel
+from .legacy import TiDALModule, is_legacy_state_dict, split_legacy_module, split_legacy_state_dict
+from .modules import TDHead, attach_taps, capturing, detach_taps, unwrap
 from .pool import is_sliceable, iter_slices, num_rows
 from .scores import softmax_
 from .trajectory import Trajectory, TrajectoryRecorder
@@ -65,6 +70,29 @@ def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
             "TiDALNetClassifier reads a list as rows, as scikit-learn does. Pass several inputs as a "
             "tuple (X1, X2) or as a dict {'name': X1, ...} of the module's forward arguments."
         )
+
+
+def td_head_file(f_params: str | os.PathLike) -> str:
+    """Where :meth:`TiDALNetClassifier.save_params` saves the TD head that goes with ``f_params``:
+    ``params.pt`` -> ``params.td_head.pt``."""
+    stem, suffix = os.path.splitext(os.fspath(f_params))
+    return f"{stem}.td_head{suffix}"
+
+
+def _is_path(f):
+    return isinstance(f, (str, os.PathLike))
+
+
+def _embeds_input(module):
+    """Whether integer input to ``module`` are indices (it has an embedding layer), not values."""
+    return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules())
+
+
+def _parameter_dtype(module):
+    """dtype of the module's first parameter, which input values are cast to (``None``: none)."""
+    for param in module.parameters():
+        return param.dtype
+    return None
 
 
 def _shape_change(net, X):
@@ -212,25 +240,46 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- initialisation -------------------------------------------------------------------
 
-    def initialize_module(self) -> "TiDALNetClassifier":
-        """Build the user's module (skorch-style) and attach the TD head to it."""
+    def _initialize_module(self, reason: str | None = None) -> "TiDALNetClassifier":
+        """Build your module as skorch does (``initialize_module``), then the TD head.
+
+        The head is a second skorch module, ``td_head_`` (skorch's "custom modules"): it is
+        moved to the device, pickled, saved with ``save_params(f_td_head=...)``, reached by
+        ``set_params(td_head__...)`` and trained by the optimizer. Built here rather than in
+        ``initialize_module``, an override of that method needs no ``super()`` call for it.
+        """
         check_device(self.device)  # before skorch moves anything there
-        super().initialize_module()
-        self.module_ = TiDALModule(self.module_, td_layers=self.td_layers, td_hidden=self.td_hidden)
-        # a new module has no path yet; also what load_params(f_trajectory=...) loads into
-        self.trajectory_ = Trajectory()
+        super()._initialize_module(reason=reason)
+        if isinstance(getattr(self, "module_", None), nn.Module):  # an override may build other modules
+            with self._current_init_context("module"):
+                self._initialize_td_head()
         return self
 
-    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """As in skorch, with the parameters of your module named as in your module.
+    def _initialize_td_head(self):
+        """A new, lazy TD head, and the :class:`~tidal_modal.modules.FeatureTap` hooks that feed it,
+        registered on ``module_`` once per initialization (those of an earlier initialization of
+        the same instance are reused or replaced)."""
+        self.td_taps_ = attach_taps(self.module_, self._td_layer_names())
+        params = {"hidden": self.td_hidden, **self.get_params_for("td_head")}
+        self.td_head_ = to_device(TDHead(max(len(self.td_taps_), 1), **params), self.device)
+        self.embeds_input_ = _embeds_input(self.module_)
+        # a new module has no path yet; also what load_params(f_trajectory=...) loads into
+        self.trajectory_ = Trajectory()
 
-        ``module_`` wraps it as ``module_.backbone``; without that prefix, the names that
-        ``optimizer__param_groups``, ``Freezer``, ``Unfreezer`` and other skorch callbacks match
-        are those of ``module.named_parameters()``. The TD head's are ``td_head.*``.
-        """
-        wrapped = isinstance(getattr(self, "module_", None), TiDALModule)
+    def _td_layer_names(self):
+        return [self.td_layers] if isinstance(self.td_layers, str) else self.td_layers
+
+    def torch_compile(self, module: nn.Module, name: str) -> nn.Module:
+        """As in skorch (``compile=True``), for your module; the small, lazy TD head is not compiled."""
+        return module if name == "td_head" else super().torch_compile(module, name)
+
+    def get_all_learnable_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """As in skorch: your module's parameters named as in your module, then the TD head's,
+        named ``td_head.*`` (what ``optimizer__param_groups`` and ``Freezer`` patterns match)."""
+        head = getattr(self, "td_head_", None)
+        head = set() if head is None else {id(p) for p in head.parameters()}
         for name, param in super().get_all_learnable_params():
-            yield (name.removeprefix("backbone.") if wrapped else name), param
+            yield (f"td_head.{name}" if id(param) in head else name), param
 
     # --- training -------------------------------------------------------------------------
 
@@ -256,6 +305,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self : TiDALNetClassifier
         """
         with fit_transaction(self):
+            check_device(self.device)  # before skorch moves anything there
             check_not_several_inputs(X, y)
             X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
             # skorch's fit calls partial_fit, which need neither read X again nor take a second snapshot
@@ -279,6 +329,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         from_fit = fit_params.pop("_from_fit", False)
         with nullcontext() if from_fit else fit_transaction(self):
             if not from_fit:
+                check_device(self.device)
                 check_not_several_inputs(X, y)
             X, y, net_classes = check_training_data(
                 self, X, y, reset=not is_fitted(self), check_X=not from_fit
@@ -302,7 +353,6 @@ class TiDALNetClassifier(NeuralNetClassifier):
                 if not is_fitted(self):  # no training batch ran (max_epochs=0): shapes from the first batch
                     # skorch >= 1.4's fit names its entry point for metadata routing: not a forward argument
                     self._infer_shapes(X, **{k: v for k, v in fit_params.items() if k != "_routing_method"})
-                    self._after_first_forward()
             except (RuntimeError, ValueError) as error:
                 # the module never completed a forward pass on rows of a new shape: that is the error
                 if shape_change is None or is_fitted(self) or isinstance(error, torch.OutOfMemoryError):
@@ -348,16 +398,69 @@ class TiDALNetClassifier(NeuralNetClassifier):
             dataset = IndexedDataset(dataset)
         return super().get_iterator(dataset, training=training)
 
-    def infer(self, x: InputData, **fit_params: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward a batch; float input is cast to the module's dtype (e.g. float64 from a scaler),
-        and so is integer input unless the module embeds it."""
+    def infer(self, x: InputData, **fit_params: Any) -> Any:
+        """Forward a batch through ``module_``, as in skorch; float input is cast to the module's
+        dtype (e.g. float64 from a scaler), and so is integer input unless the module embeds it."""
         x = to_tensor(x, device=self.device)
-        module = unwrap_parallel(self.module_)
-        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not module.embeds_input):
-            dtype = module.input_dtype
-            if x.dtype != dtype:
+        if isinstance(x, torch.Tensor) and (x.is_floating_point() or not self.embeds_input_):
+            dtype = _parameter_dtype(self.module_)
+            if dtype is not None and x.dtype != dtype:
                 x = x.to(dtype)
         return super().infer(x, **fit_params)
+
+    def infer_td(self, x: InputData, **fit_params: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Forward a batch through ``module_`` and the TD head.
+
+        Returns
+        -------
+        y_pred : the module's output, as :meth:`infer` returns it
+        logits : torch.Tensor of shape (batch, n_classes)
+        td_logits : torch.Tensor of shape (batch, n_classes)
+            The TD head's, or the second output of a module that returns ``(logits, td_logits)``.
+        """
+        with capturing(self.td_taps_):
+            y_pred = self.infer(x, **fit_params)
+            if isinstance(y_pred, (tuple, list)):
+                return (y_pred, *self._own_head_outputs(y_pred))
+            if self.td_head_ is None:
+                raise RuntimeError(
+                    "This module returned (logits, td_logits) before; it now returns logits only."
+                )
+            features = [tap.features for tap in self.td_taps_]
+            if not features or any(f is None for f in features):
+                raise ValueError(self._missing_features_message(features))
+            return y_pred, y_pred, self.td_head_(self._head_input(features), y_pred.shape[1])
+
+    def _head_input(self, features):
+        """Features in the head's dtype, e.g. after ``net.module_.double()`` (autocast excepted,
+        which chooses the precision of each operation itself)."""
+        dtype = _parameter_dtype(self.td_head_)
+        if dtype is None or torch.is_autocast_enabled(features[0].device.type):
+            return features
+        return [f if f.dtype == dtype or not f.is_floating_point() else f.to(dtype) for f in features]
+
+    def _own_head_outputs(self, y_pred):
+        """``(logits, td_logits)`` of a module with a TD head of its own, which replaces ours."""
+        if len(y_pred) < 2:
+            raise ValueError("A module that returns a tuple must return (logits, td_logits).")
+        if self.td_head_ is not None:
+            self.td_head_, self.td_taps_ = None, []
+            detach_taps(self.module_)
+        return y_pred[0], y_pred[1]
+
+    def _missing_features_message(self, features):
+        names = [n for n, _ in unwrap(self.module_).named_modules() if n]
+        if not features:
+            return (
+                "Could not find the features for the TD head: the module has no nn.Linear layer. "
+                f"Pass td_layers=[...] with the names of the layers whose outputs should feed the TD "
+                f"head; available: {names}."
+            )
+        missing = [tap.layer for tap, f in zip(self.td_taps_, features, strict=True) if f is None]
+        return (
+            f"The layers {missing} that feed the TD head did not run in the module's forward pass; "
+            f"name layers that forward uses in td_layers (available: {names})."
+        )
 
     def get_loss(
         self,
@@ -388,9 +491,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """One training step: record each row's softmax into its TD, then optimise CE + lambda * KL.
 
-        A new module's first forward pass gives its TD head (and any lazy layer) their shapes;
-        then its width settles the classes, before any loss is computed, and the trajectory
-        starts (:meth:`_after_first_forward`).
+        The fit's first batch settles the classes from the module's width (or checks the declared
+        ones), before any loss is computed; a new module's first forward pass gives its TD head
+        (and any lazy layer) their shapes.
         """
         step = self._forward_td_step(batch, **fit_params)
         step["loss"].backward()
@@ -400,73 +503,191 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """A training step's forward pass, TD update and loss, before the backward pass."""
         self._set_training(True)
         Xi, (yi, index) = unpack_data(batch)
-        new_module = not is_fitted(self)
-        y_pred = self.infer(Xi, **fit_params)
-        if new_module:
-            self._after_first_forward()
-        logits, td_logits = y_pred
+        y_pred, logits, td_logits = self.infer_td(Xi, **fit_params)
+        if self.dynamics_.empty:  # the fit's first batch: the module's width is known now
+            self._settle_classes(logits.shape[1])
         td_target = self.dynamics_.update(index, torch.softmax(logits.detach(), dim=1))
         td_loss = self.get_td_loss(td_logits, td_target)
         loss = torch.add(self.get_loss(logits, yi, X=Xi, training=True), td_loss, alpha=float(self.td_weight))
         return {"loss": loss, "y_pred": y_pred, "td_loss": td_loss.detach()}
 
-    def _after_first_forward(self):
-        """A new module has its shapes after its first forward pass, and a module with a TD head of
-        its own has shown it: its width gives the classes (or checks the declared ones), and the
-        trajectory recorders start on its layers, before the first optimizer step."""
+    def _settle_classes(self, n_outputs):
+        """The module's width gives the classes, or checks the declared ones."""
         if self.classes is None or not len(self.classes):
-            self.classes_inferred_ = classes_from_width(self, getattr(self, "classes_inferred_", None))
+            self.classes_inferred_ = classes_from_width(
+                self, getattr(self, "classes_inferred_", None), n_outputs=n_outputs
+            )
         else:
-            check_n_outputs(self, self.classes_inferred_)
-        for _, callback in self.callbacks_:
-            if isinstance(callback, TrajectoryRecorder):
-                callback.on_train_begin(self)
+            check_n_outputs(self, self.classes_inferred_, n_outputs=n_outputs)
 
     def validation_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
-        """As in skorch, with :meth:`get_loss` given the logits (validation rows get no TD)."""
+        """As in skorch (validation rows get no TD)."""
         self._set_training(False)
         Xi, yi = unpack_data(batch)
         with torch.no_grad():
             y_pred = self.infer(Xi, **fit_params)
-            loss = self.get_loss(y_pred[0], yi, X=Xi, training=False)
+            loss = self.get_loss(y_pred, yi, X=Xi, training=False)
         return {"loss": loss, "y_pred": y_pred}
 
     def notify(self, method_name: str, **cb_kwargs: Any) -> None:
         """Notify callbacks as skorch does, showing them batches without our row indices.
 
-        For a new module, the trajectory recorders start at its first forward pass instead of
-        ``on_train_begin`` (:meth:`_after_first_forward`): until then its layers may be lazy, a
-        callback may replace it (skorch's ``InputShapeSetter`` does, for the data's input size),
-        and its last ``nn.Linear`` may turn out to be a TD layer of its own.
+        When a callback restores an earlier epoch's weights at the end of training (skorch's
+        ``EarlyStopping(load_best=True)``, ``Checkpoint(load_best=True)``), the TD head, the
+        training dynamics and the trajectory are put back to that epoch too
+        (:mod:`tidal_modal.restoring`).
         """
         batch = cb_kwargs.get("batch")
         if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], IndexedTarget):
             cb_kwargs["batch"] = (batch[0], batch[1].y)  # scoring callbacks read y from the batch
-        deferred = method_name == "on_train_begin" and not is_fitted(self)
-        getattr(self, method_name)(self, **cb_kwargs)  # skorch's notify, less the deferred calls
-        for _, callback in self.callbacks_:
-            if not (deferred and isinstance(callback, TrajectoryRecorder)):
-                getattr(callback, method_name)(self, **cb_kwargs)
+        super().notify(method_name, **cb_kwargs)
+        # the TD head, dynamics and trajectory follow the weights that a callback restores
+        if method_name == "on_epoch_end":
+            restoring.remember(self)
+        elif method_name == "on_train_end":
+            restoring.restore(self)
 
-    # --- pickling -------------------------------------------------------------------------
+    # --- pickling and saving ---------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        """skorch's state, plus the release of tidal_modal that pickles the net."""
+        """skorch's state, plus the release of tidal_modal that pickles the net.
+
+        The taps are not pickled twice: they travel as hooks of ``module_`` and are found there
+        again when unpickling.
+        """
         from . import __version__  # at call time: the package defines it after importing this module
 
-        return {**super().__getstate__(), "_tidal_modal_version": __version__}
+        state = super().__getstate__()
+        state.pop("td_taps_", None)
+        return {**state, "_tidal_modal_version": __version__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle as skorch does; an error says which release of tidal_modal pickled the net."""
+        """Unpickle as skorch does; nets of 0.1.0 are converted to today's layout. An error says
+        which release of tidal_modal pickled the net."""
         from . import __version__
 
         # nets pickled before the release was recorded (during 0.1.0) have no such key
         written_by = state.pop("_tidal_modal_version", "0.1.0 or earlier")
         try:
             super().__setstate__(state)  # unpickles the module, criterion and optimizer
+            if isinstance(self.__dict__.get("module_"), TiDALModule):
+                self._convert_legacy_module()
+            if "module_" in self.__dict__:
+                head = self.__dict__.get("td_head_")
+                taps = [] if head is None else attach_taps(self.module_, self._td_layer_names())
+                self.__dict__["td_taps_"] = taps
         except Exception as error:
             error.add_note(f"(pickled by tidal_modal {written_by}; this is tidal_modal {__version__})")
             raise
+
+    def _convert_legacy_module(self):
+        """0.1.0's ``module_`` wrapper becomes ``module_`` (the user's) and ``td_head_``."""
+        module, head, _ = split_legacy_module(self.__dict__["module_"])
+        # __dict__ and skorch's registries directly: outside initialize, skorch refuses new modules
+        self.__dict__.update(module_=module, td_head_=head, embeds_input_=_embeds_input(module))
+        if "td_head" not in self._modules:
+            self._modules = [*self._modules, "td_head"]
+            self.prefixes_ = [*self.prefixes_, "td_head"]
+            self.cuda_dependent_attributes_ = [*self.cuda_dependent_attributes_, "td_head_"]
+
+    def save_params(
+        self,
+        f_params: Any = None,
+        f_optimizer: Any = None,
+        f_criterion: Any = None,
+        f_history: Any = None,
+        use_safetensors: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`skorch.NeuralNet.save_params`; the TD head goes with the module.
+
+        ``f_params`` holds your module's state dict, as in skorch. Given as a path without
+        ``f_td_head``, the fitted TD head is saved next to it, in ``<stem>.td_head<suffix>``
+        (``params.pt`` -> ``params.td_head.pt``), so that skorch's ``Checkpoint`` and
+        ``TrainEndCheckpoint`` keep it too; :meth:`load_params` finds it there. Pass
+        ``f_td_head=`` to choose the file (a file object included), or ``f_td_head=None`` to
+        save the classifier alone.
+        """
+        source = kwargs.get("f_module") if f_params is None else f_params  # skorch's Checkpoint: f_module
+        if _is_path(source) and "f_td_head" not in kwargs and self._head_is_fitted():
+            kwargs["f_td_head"] = td_head_file(source)
+        if kwargs.get("f_td_head", 0) is None:
+            del kwargs["f_td_head"]
+        super().save_params(
+            f_params, f_optimizer, f_criterion, f_history, use_safetensors=use_safetensors, **kwargs
+        )
+
+    def load_params(
+        self,
+        f_params: Any = None,
+        f_optimizer: Any = None,
+        f_criterion: Any = None,
+        f_history: Any = None,
+        checkpoint: Any = None,
+        use_safetensors: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """As :meth:`skorch.NeuralNet.load_params`; the TD head comes with the module.
+
+        Loading ``f_params`` without ``f_td_head`` also loads the head saved next to it by
+        :meth:`save_params` (``<stem>.td_head<suffix>``), also through a ``checkpoint`` (skorch's
+        ``LoadInitState``, ``Checkpoint(load_best=True)``). Without such a file the head would
+        not match the loaded classifier, so it is reset: :meth:`predict_td` then raises until the
+        net is fitted or a head is loaded (``f_td_head=...``). ``f_params`` files of 0.1.0, which
+        hold the module and the head together, load both.
+        """
+        files = {}
+        if checkpoint is not None:
+            if not self.initialized_:
+                self.initialize()
+            if f_history is None and checkpoint.f_history is not None:
+                # as skorch does first: the file names may be formatted with the last epoch
+                self.history = History.from_file(checkpoint.f_history_)
+            files = dict(checkpoint.get_formatted_files(self))
+        explicit = {"f_params": f_params, "f_optimizer": f_optimizer, "f_criterion": f_criterion}
+        files.update({k: v for k, v in {**explicit, "f_history": f_history}.items() if v})
+        files.update(kwargs)
+        if kwargs.get("f_td_head", 0) is None:  # keep the head as it is
+            del kwargs["f_td_head"]
+        source = files.get("f_params", files.get("f_module"))
+        reset_head = source is not None and "f_td_head" not in files
+        if reset_head and _is_path(source) and os.path.exists(td_head_file(source)):
+            kwargs["f_td_head"], reset_head = td_head_file(source), False
+        try:
+            super().load_params(
+                f_params, f_optimizer, f_criterion, f_history, checkpoint, use_safetensors, **kwargs
+            )
+        except RuntimeError as error:
+            # 0.1.0 saved the module and the head in one state dict, under the wrapper's names
+            if "backbone." not in str(error) or use_safetensors:
+                raise
+            self._load_legacy_params(source)
+            loaded = ("f_params", "f_module", "f_pickle")
+            rest = {k: v for k, v in files.items() if k not in loaded and v is not None}
+            super().load_params(**rest)
+            reset_head = False
+        if reset_head and getattr(self, "td_head_", None) is not None:
+            with self._current_init_context("module"):
+                trajectory = self.trajectory_
+                self._initialize_td_head()
+                self.trajectory_ = trajectory
+
+    def _load_legacy_params(self, source):
+        """Load an ``f_params`` file of 0.1.0: the wrapper's ``backbone.*`` and ``td_head.*``."""
+        if hasattr(source, "seek"):
+            source.seek(0)
+        kwargs = self.torch_load_kwargs or {"weights_only": True}
+        state = torch.load(source, map_location=get_map_location(self.device), **kwargs)
+        if not is_legacy_state_dict(state):
+            raise ValueError(f"{source!r} holds neither this net's module nor a 0.1.0 TiDAL module.")
+        module_state, head_state = split_legacy_state_dict(state)
+        self.module_.load_state_dict(module_state)
+        if self.td_head_ is not None and head_state:
+            self.td_head_.load_state_dict(head_state)
+
+    def _head_is_fitted(self):
+        head = getattr(self, "td_head_", None)
+        return head is not None and not any(isinstance(p, UninitializedParameter) for p in head.parameters())
 
     # --- prediction -----------------------------------------------------------------------
 
@@ -482,53 +703,72 @@ class TiDALNetClassifier(NeuralNetClassifier):
     ) -> Iterator[Any]:
         """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
 
-        The net must be fitted and ``X`` must match its training data (every prediction goes
-        through here; the checks read shapes, and each batch is checked for NaN as it is read).
-        Arrays (memory-mapped ones too) and tensors are sliced into batches of
-        ``iterator_valid__batch_size`` (or ``batch_size``) rows instead of going through a
-        ``Dataset`` row by row and ``default_collate``: on small networks that per-row path costs
-        more than the forward pass itself. Other inputs take skorch's path.
-
-        As in skorch, a net that was initialized but never fitted predicts with its initial
-        weights; a forward pass on the first rows first gives its TD head its shapes.
+        ``X`` must match the net's training data (every prediction goes through here; the checks
+        read shapes, and each batch is checked for NaN as it is read). Arrays (memory-mapped ones
+        too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
+        ``batch_size``) rows instead of going through a ``Dataset`` row by row and
+        ``default_collate``: on small networks that per-row path costs more than the forward pass
+        itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
+        never fitted predicts with its initial weights.
         """
-        if self.initialized_ and not is_fitted(self):
-            self._infer_shapes(X)
-        yield from self._forward_checked(check_predict_input(self, X), training, device)
-
-    def _forward_checked(self, X, training, device):
-        """:meth:`forward_iter` on input that :func:`check_predict_input` has accepted."""
-        if not is_sliceable(X):
-            yield from super().forward_iter(X, training=training, device=device)
-            return
+        X = check_predict_input(self, X)
         self._set_training(training)
+        for Xi in self._batches(X):
+            with torch.set_grad_enabled(training):
+                yield self._to_device(self.infer(Xi), device)
+
+    def forward_td_iter(
+        self, X: InputData, device: str | torch.device = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(logits, td_logits)`` batch by batch, in eval mode and without gradients.
+
+        :meth:`forward_iter` for the classifier and the TD head together (one forward pass per
+        batch); :meth:`predict_td` and the strategies read the pool through it. The TD head must
+        be fitted (or loaded).
+        """
+        yield from self._forward_td_checked(check_predict_input(self, X, td=True), device)
+
+    def _forward_td_checked(self, X, device):
+        self._set_training(False)
+        for Xi in self._batches(X):
+            with torch.no_grad():
+                yield self._to_device(self.infer_td(Xi)[1:], device)
+
+    def _batches(self, X):
+        """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`)."""
+        if not is_sliceable(X):
+            for batch in self.get_iterator(self.get_dataset(X), training=False):
+                yield unpack_data(batch)[0]
+            return
         batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
-        # outputs already on the requested device are not sent through to_device
-        move = device is not None and (
-            self.device is None or torch.device(device) != torch.device(self.device)
-        )
         for Xi in iter_slices(X, batch_size):
             Xi = torch.as_tensor(Xi)  # no copy; torch reduces a batch faster than numpy
             check_finite_batch(Xi)
-            with torch.set_grad_enabled(training):
-                yp = self.infer(Xi)
-            yield to_device(yp, device=device) if move else yp
+            yield Xi
+
+    def _to_device(self, outputs, device):
+        # outputs already on the requested device are not sent through to_device
+        if device is None or (self.device is not None and torch.device(device) == torch.device(self.device)):
+            return outputs
+        return to_device(outputs, device=device)
 
     def _infer_shapes(self, X, **fit_params):
-        """One forward pass in eval mode on the first batch of ``X``, read as for prediction, which
-        gives a new module's TD head (and any lazy layer) their shapes."""
+        """One forward pass through module and TD head in eval mode (no batch-norm statistics
+        move, no dropout), without gradients, on the first batch of ``X``, read as for
+        prediction: it gives a new module's TD head (and any lazy layer) their shapes, and the
+        module's width settles the classes."""
         if not (is_dataset(X) or isinstance(X, (Mapping, tuple, torch.Tensor))):
             # lists, DataFrames: rows, as check_predict_input reads them
             X = check_array(X[:2], accept_sparse=True, allow_nd=True)
         batch = next(iter(self.get_iterator(self.get_dataset(X), training=False)))
-        self._shape_pass(unpack_data(batch)[0], **fit_params)
+        logits = self._shape_pass(unpack_data(batch)[0], **fit_params)
+        self._settle_classes(logits.shape[1])
 
     def _shape_pass(self, Xi, **fit_params):
-        """A forward pass of the batch ``Xi`` without gradients, in eval mode (no batch-norm
-        statistics move, no dropout): it gives a new module's lazy layers their shapes."""
+        """:meth:`infer_td` on the batch ``Xi`` in eval mode, without gradients; its logits."""
         self._set_training(False)
         with torch.no_grad():
-            self.infer(Xi, **fit_params)
+            return self.infer_td(Xi, **fit_params)[1]
 
     def predict_td(
         self, X: InputData, *, return_proba: bool = False
@@ -560,10 +800,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         # outputs kept until a final concatenation fragment the heap (a large pool's peak memory
         # grew by ~1 kB per row that way, 25 times the outputs' own size). The softmax then runs
         # once, in place, over all rows.
-        X = check_predict_input(self, X)
+        X = check_predict_input(self, X, td=True)
         td = logits = None
         start = 0
-        for batch_logits, batch_td_logits in self._forward_checked(X, training=False, device="cpu"):
+        for batch_logits, batch_td_logits in self._forward_td_checked(X, "cpu"):
             if td is None:
                 n = num_rows(X)
                 td = np.empty((n, *batch_td_logits.shape[1:]), dtype=to_numpy(batch_td_logits).dtype)

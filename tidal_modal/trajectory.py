@@ -21,17 +21,27 @@ from skorch.callbacks import Callback
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from .modules import TiDALModule, last_linear_name, unwrap_parallel
+from .modules import last_linear_name, unwrap
 from .validation import check_positive_int
 
 __all__ = ["Trajectory", "TrajectoryRecorder", "classifier_module"]
 
 
 def classifier_module(module):
-    """The user's classifier inside a net's ``module_``: a TiDAL net's backbone, else the module
-    (looking through a data-parallel wrapper)."""
-    module = unwrap_parallel(module)
-    return module.backbone if isinstance(module, TiDALModule) else module
+    """The user's classifier inside a net's ``module_`` (looking through data-parallel and
+    ``torch.compile`` wrappers)."""
+    return unwrap(module)
+
+
+def tensor_to_array(value):
+    """A CPU tensor as a numpy array for pickling (other values, and dtypes numpy lacks, as they are)."""
+    if isinstance(value, torch.Tensor) and value.dtype not in (torch.bfloat16,):
+        return value.detach().cpu().numpy()
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
+def array_to_tensor(value):
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def layer_parameters(layer):
@@ -88,6 +98,11 @@ class Trajectory:
         self.deltas.append(params - self._last)
         self.epochs.append(int(epoch))
         self._last = params
+
+    def truncate(self, n_checkpoints):
+        """Keep the first ``n_checkpoints`` checkpoints (the path up to an earlier epoch)."""
+        del self.deltas[n_checkpoints:], self.epochs[n_checkpoints:]
+        self._last = self.weights()[-1] if self.deltas else self.start
 
     def weights(self):
         """``theta_t`` at every checkpoint, ``[T, K, d + 1]``."""
@@ -154,14 +169,12 @@ class Trajectory:
         self._last = self.weights()[-1] if self.deltas else self.start
 
     def __getstate__(self):
-        # skorch maps only its registered modules to the CPU when unpickling; keep ours there
-        state = self.state_dict()
-        return {
-            key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in state.items()
-        }
+        # skorch maps only its registered modules to the CPU when unpickling; ours go as arrays,
+        # which unpickle without torch.load (and its map_location)
+        return {key: tensor_to_array(value) for key, value in self.state_dict().items()}
 
     def __setstate__(self, state):
-        self.load_state_dict(state)
+        self.load_state_dict({key: array_to_tensor(value) for key, value in state.items()})
 
     def __repr__(self):
         return f"Trajectory(layer={self.layer!r}, checkpoints={len(self)}, shape={tuple(self.start.shape)})"
@@ -212,14 +225,14 @@ class TrajectoryRecorder(Callback):
         """Check ``every`` (skorch calls this when the net initialises its callbacks)."""
         check_positive_int(self.every, "every")
         self.epochs_ = 0
+        self.started_ = False
         return self
 
     def _layer(self, net):
         """``(name, layer)`` to record, or ``(None, reason)`` when the default layer is ambiguous."""
         root = classifier_module(net.module_)
         if self.layer is None:
-            module = unwrap_parallel(net.module_)
-            if isinstance(module, TiDALModule) and module.td_head is None:
+            if hasattr(net, "td_head_") and net.td_head_ is None:
                 return None, (
                     "the module returns its own (logits, td_logits), so its last nn.Linear may be "
                     "its TD layer; name the logits layer: callbacks__trajectory__layer='...'"
@@ -241,14 +254,28 @@ class TrajectoryRecorder(Callback):
             ) from None
 
     def on_train_begin(self, net: Any, **kwargs: Any) -> None:
-        """Start a new trajectory at the layer's current ``[weight | bias]``."""
+        """A new fit: its trajectory starts at the first gradient (:meth:`on_grad_computed`)."""
         self.epochs_ = 0
+        self.started_ = False
+        self.skipped_ = None
+        net.trajectory_ = None
+
+    def on_grad_computed(self, net: Any, named_parameters: Any = None, **kwargs: Any) -> None:
+        """Start the trajectory at the layer's ``[weight | bias]`` before the fit's first step.
+
+        Not at ``on_train_begin``: until the module's first forward pass its layers may be lazy,
+        another callback may replace the module then (skorch's ``InputShapeSetter``), and a
+        TiDAL net learns only then whether the module has a TD head of its own. Between the first
+        gradient and the first optimizer step the weights are those the fit starts from.
+        """
+        if self.started_:
+            return
+        self.started_ = True
         name, layer = self._layer(net)
         if name is None:
             # nothing to record: fitting goes on, and disal says why it has no trajectory
-            self.skipped_, net.trajectory_ = layer, None
+            self.skipped_ = layer
             return
-        self.skipped_ = None
         net.trajectory_ = Trajectory(
             name, layer_parameters(layer), has_bias=getattr(layer, "bias", None) is not None
         )
@@ -266,5 +293,7 @@ class TrajectoryRecorder(Callback):
 
     def on_train_end(self, net: Any, **kwargs: Any) -> None:
         """Close the last, shorter segment, if the fit ended between checkpoints."""
-        if self.epochs_ % self.every:
+        if not self.started_:
+            self.skipped_ = "the last fit completed no epoch (no training step); fit for at least one epoch"
+        elif self.epochs_ % self.every:
             self._checkpoint(net)

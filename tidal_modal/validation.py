@@ -23,7 +23,7 @@ from skorch.utils import is_dataset, to_numpy
 from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
-from .modules import unwrap_parallel
+from .modules import unwrap
 from .pool import RowStack, RowSubset, is_sliceable
 
 __all__ = [
@@ -84,10 +84,14 @@ def check_positive_int(value: object, name: str) -> int:
 
 
 def is_fitted(net: Any) -> bool:
-    """Whether ``net`` has a module whose every parameter is materialised (fitted or loaded)."""
+    """Whether ``net`` has a module and a TD head whose every parameter is materialised (fitted or
+    loaded); a module with a TD head of its own has none of ours (``td_head_`` is ``None``)."""
     if not getattr(net, "initialized_", False):
         return False
-    return not any(isinstance(p, UninitializedParameter) for p in net.module_.parameters())
+    modules = (net.module_, getattr(net, "td_head_", None))
+    return not any(
+        isinstance(p, UninitializedParameter) for m in modules if m is not None for p in m.parameters()
+    )
 
 
 def _rows_unknown(X):
@@ -175,7 +179,7 @@ def record_input_shape(net: Any, X: InputData) -> None:
         net.n_features_in_ = net.input_shape_[0]
 
 
-def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputData:
+def check_predict_input(net: Any, X: InputData, input_name: str = "X", td: bool = False) -> InputData:
     """Check that ``net`` is fitted and that ``X`` can be scored by it; return ``X`` ready for it.
 
     Parameters
@@ -185,6 +189,9 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputD
         Rows to predict on.
     input_name : str, default="X"
         How the messages call ``X``.
+    td : bool, default=False
+        Whether the TD head will be run: it must then be fitted (or loaded). The module alone
+        predicts as soon as the net is initialized, as in skorch.
 
     Returns
     -------
@@ -193,16 +200,18 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X") -> InputD
     Raises
     ------
     NotFittedError
-        If the net was never fitted (skorch's ``NotInitializedError`` if not even initialised).
+        If ``td`` and the TD head has no weights (skorch's ``NotInitializedError`` if the net is
+        not even initialised).
     ValueError, TypeError
         If ``X`` is 1-D, empty, non-numeric, not finite, or its rows differ in shape from the
         training data's.
     """
     net.check_is_fitted()
-    if not is_fitted(net):
+    if td and not is_fitted(net):
         raise NotFittedError(
-            f"This {type(net).__name__} is initialized but not fitted: the TD head has no weights yet. "
-            "Call fit (or load_params) before predicting."
+            f"This {type(net).__name__}'s TD head has no weights: it was initialized but not fitted, "
+            "or its classifier was loaded without the head. Call fit, or load the head with "
+            "load_params(f_td_head=...) (save_params writes it next to f_params)."
         )
     # rows read by slicing are checked for NaN batch by batch as they are scored (check_finite_batch):
     # a second pass over a large (memory-mapped) pool would cost as much as reading it again
@@ -277,11 +286,11 @@ def _declared_classes(net):
 
 def _n_outputs(net):
     """Number of logits of a fitted module (the TD head is as wide), else ``None``."""
-    td_head = unwrap_parallel(net.module_).td_head if is_fitted(net) else None
-    return None if td_head is None else td_head.weight.shape[0]
+    td_head = getattr(net, "td_head_", None) if is_fitted(net) else None
+    return None if td_head is None else unwrap(td_head).weight.shape[0]
 
 
-def check_n_outputs(net: Any, classes: ArrayLike) -> None:
+def check_n_outputs(net: Any, classes: ArrayLike, n_outputs: int | None = None) -> None:
     """Check that a fitted module outputs one logit per class.
 
     Parameters
@@ -290,13 +299,15 @@ def check_n_outputs(net: Any, classes: ArrayLike) -> None:
         Nothing is checked unless its module is fitted (its width is then known).
     classes : array-like
         The classes the net knows.
+    n_outputs : int or None, default=None
+        The module's width, if known from an output; else read from the fitted TD head.
 
     Raises
     ------
     ValueError
         If the widths differ, with the fix (declare ``classes=`` or change the module).
     """
-    n_outputs = _n_outputs(net)
+    n_outputs = _n_outputs(net) if n_outputs is None else n_outputs
     classes = np.asarray(classes)
     if n_outputs is not None and n_outputs != len(classes):
         raise ValueError(
@@ -306,7 +317,7 @@ def check_n_outputs(net: Any, classes: ArrayLike) -> None:
         )
 
 
-def classes_from_width(net: Any, y: np.ndarray | None) -> np.ndarray:
+def classes_from_width(net: Any, y: np.ndarray | None, n_outputs: int | None = None) -> np.ndarray:
     """The classes of a net that neither declares them nor knows them from an earlier fit:
     one per logit of its (just materialised) module, ``0 .. n_outputs - 1``.
 
@@ -319,13 +330,15 @@ def classes_from_width(net: Any, y: np.ndarray | None) -> np.ndarray:
         With a materialised module.
     y : ndarray of int64 or None
         The labels of the fit (``None`` when they are inside a Dataset).
+    n_outputs : int or None, default=None
+        The module's width, if known from an output; else read from the fitted TD head.
 
     Raises
     ------
     ValueError
         If the module has fewer than 2 outputs, or a label is not below its width.
     """
-    n_outputs = _n_outputs(net)
+    n_outputs = _n_outputs(net) if n_outputs is None else n_outputs
     if n_outputs is None:  # not materialised: fall back on the labels themselves
         return np.unique(y) if y is not None else None
     if n_outputs < 2:
