@@ -591,3 +591,122 @@ class TestDeviceWithoutGPU:
             net.fit(X[:50], y[:50])
         net.set_params(device="cpu")
         np.testing.assert_array_equal(net.predict_proba(X[:10]), proba)
+
+
+class TestSkorchNative:
+    """``module_`` is the user's module; the TD head is a second skorch module, ``td_head_``."""
+
+    @pytest.fixture(scope="class")
+    def trained(self):
+        rng = np.random.RandomState(0)
+        X = rng.randn(40, 4).astype(np.float32)
+        y = (X[:, 0] > 0).astype(np.int64)
+        module = MLP(n_features=4, hidden=8, n_classes=2)
+        torch.manual_seed(0)
+        return TiDALNetClassifier(module, max_epochs=3, lr=0.1, verbose=0).fit(X, y), module, X
+
+    def test_module_is_the_users_instance(self, trained):
+        net, module, _ = trained
+        assert net.module_ is module and type(net.module_) is MLP
+        assert list(net.module_.state_dict()) == list(MLP(n_features=4, hidden=8, n_classes=2).state_dict())
+        assert repr(net.module_) == repr(MLP(n_features=4, hidden=8, n_classes=2))
+
+    def test_forward_infer_and_predict_give_the_classifiers_output(self, trained):
+        net, module, X = trained
+        with torch.no_grad():
+            logits = module.eval()(torch.as_tensor(X))
+        torch.testing.assert_close(net.forward(X), logits)
+        assert all(isinstance(out, torch.Tensor) for out in net.forward_iter(X))
+        torch.testing.assert_close(net.infer(torch.as_tensor(X)).detach(), logits)
+        np.testing.assert_allclose(net.predict_proba(X), torch.softmax(logits, dim=1).numpy(), rtol=1e-6)
+
+    def test_the_head_is_a_registered_skorch_module(self, trained):
+        net, _, X = trained
+        assert net._modules == ["module", "td_head"] and "td_head_" in net.cuda_dependent_attributes_
+        optimized = {id(p) for group in net.optimizer_.param_groups for p in group["params"]}
+        assert {id(p) for p in net.td_head_.parameters()} <= optimized
+        assert all(p.device == torch.device(net.device) for p in net.td_head_.parameters())
+        net = clone(net).set_params(td_head__hidden=5).fit(X, (X[:, 0] > 0).astype(np.int64))
+        assert net.td_head_.branches[0][0].out_features == 5
+
+    def test_an_export_of_the_module_gives_the_logits(self, trained):
+        net, _, X = trained
+        x = torch.as_tensor(X[:5])
+        exported = torch.export.export(net.module_.eval(), (x,))
+        torch.testing.assert_close(exported.module()(x), net.forward(X[:5]))
+        assert all(tap.features is None for tap in net.td_taps_)  # the export left nothing behind
+        np.testing.assert_allclose(net.predict_td(X), pickle.loads(pickle.dumps(net)).predict_td(X))
+
+    def test_a_compiled_module_trains_and_scores_as_the_plain_one(self):
+        rng = np.random.RandomState(0)
+        X = rng.randn(40, 4).astype(np.float32)
+        y = (X[:, 0] > 0).astype(np.int64)
+        nets = []
+        for compile_ in (False, True):
+            torch.manual_seed(0)
+            params = {"compile": True, "compile__backend": "aot_eager"} if compile_ else {}
+            nets.append(tiny_net(module__dropout=0.0, max_epochs=2, **params).fit(X, y))
+        plain, compiled = nets
+        assert type(compiled.module_).__name__ == "OptimizedModule"
+        np.testing.assert_allclose(
+            compiled.training_dynamics_, plain.training_dynamics_, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(compiled.predict_td(X), plain.predict_td(X), rtol=1e-5, atol=1e-6)
+        assert compiled.trajectory_.layer == "out" and len(compiled.trajectory_) == 2
+
+    def test_the_taps_are_registered_once_per_initialization(self, tiny):
+        X, y = tiny
+        module = MLP(n_features=4, n_classes=2)
+
+        def taps():
+            dicts = [d for m in module.modules() for d in (m._forward_hooks, m._forward_pre_hooks)]
+            return [hook for d in dicts for hook in d.values()]
+
+        net = TiDALNetClassifier(module, max_epochs=1, verbose=0).fit(X, y)
+        net.initialize().fit(X, y)  # the same instance, initialized again
+        assert taps() == net.td_taps_ and len(net.td_taps_) == 1
+        net.set_params(td_layers=["body"]).initialize()  # another layer: the old tap goes
+        assert taps() == net.td_taps_ and net.td_taps_[0].layer == "body"
+        copy = clone(net).fit(X, y)  # clone deep-copies the instance, hooks included
+        assert len(copy.td_taps_) == 1 and copy.module_ is not module
+
+    def test_a_module_with_its_own_head_keeps_it_across_pickling(self, tiny):
+        X, y = tiny
+        net = TiDALNetClassifier(OwnHead, max_epochs=2, verbose=0).fit(X, y)
+        restored = pickle.loads(pickle.dumps(net))
+        assert restored.td_head_ is None
+        np.testing.assert_allclose(restored.predict_td(X), net.predict_td(X))
+        y_pred = net.forward(X)
+        assert isinstance(y_pred, tuple) and len(y_pred) == 2  # as skorch gives a tuple output
+
+
+class TestCallbacksMayRunTheModule:
+    """A callback may run the module, or predict, whenever it likes (also before training)."""
+
+    def test_running_the_module_on_each_batch(self, digits):
+        X, y = digits
+
+        class Peek(Callback):
+            def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+                with torch.no_grad():
+                    net.module_(torch.as_tensor(batch[0]))
+
+        net = TiDALNetClassifier(MLP, max_epochs=2, callbacks=[Peek()], verbose=0).fit(X[:100], y[:100])
+        assert len(net.trajectory_) == 2 and net.predict_td(X[:5]).shape == (5, 10)
+
+    def test_predicting_before_the_first_batch(self, digits):
+        X, y = digits
+        keep = y < 9  # the first fit sees classes 0..8 of a 10-logit module
+
+        class Predict(Callback):
+            def on_train_begin(self, net, **kwargs):
+                net.predict_proba(X[:4])
+
+        net = TiDALNetClassifier(MLP, max_epochs=2, callbacks=[Predict()], verbose=0)
+        net.fit(X[keep][:200], y[keep][:200])
+        assert net.classes_.tolist() == list(range(10))  # from the module's width, not the labels
+        assert len(net.trajectory_) == 2
+        net.set_params(warm_start=True).fit(X[:200], y[:200])  # class 9 arrives later
+        assert net.predict_td(X[:5]).shape == (5, 10)
+        net.set_params(callbacks__trajectory=None, warm_start=False).fit(X[keep][:200], y[keep][:200])
+        assert net.classes_.tolist() == list(range(10))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import make_blobs
-from skorch.callbacks import Checkpoint
+from sklearn.exceptions import NotFittedError
+from skorch.callbacks import Checkpoint, LoadInitState, TrainEndCheckpoint
 from skorch.exceptions import DeviceWarning
 from torch import nn
 
@@ -167,6 +168,47 @@ class TestSaveParams:
         loaded = make_net().initialize()
         loaded.load_params(checkpoint=checkpoint)
         np.testing.assert_array_equal(loaded.predict_td(data[0]), net.predict_td(data[0]))
+
+
+class TestTheHeadGoesWithTheModule:
+    """No save or load path drops the TD head silently."""
+
+    def test_f_params_alone_takes_the_head_along(self, fitted, data, tmp_path):
+        fitted.save_params(f_params=tmp_path / "model.pt")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.td_head.pt"]
+        loaded = make_net().initialize()
+        loaded.load_params(f_params=str(tmp_path / "model.pt"))
+        np.testing.assert_array_equal(loaded.predict_td(data[0]), fitted.predict_td(data[0]))
+
+    def test_the_head_alone_goes_to_a_file_of_its_own(self, fitted, data, tmp_path):
+        head = io.BytesIO()
+        fitted.save_params(f_params=tmp_path / "p.pt", f_td_head=head)
+        assert not (tmp_path / "p.td_head.pt").exists()
+        loaded = make_net().initialize()
+        head.seek(0)
+        loaded.load_params(f_params=tmp_path / "p.pt", f_td_head=head)
+        np.testing.assert_array_equal(loaded.predict_td(data[0]), fitted.predict_td(data[0]))
+
+    def test_a_classifier_loaded_without_its_head_has_no_td(self, fitted, data, tmp_path):
+        buffer = io.BytesIO()
+        fitted.save_params(f_params=buffer)  # a file object: nowhere to put the head
+        buffer.seek(0)
+        loaded = make_net().fit(*data)  # a trained head, of other weights
+        loaded.load_params(f_params=buffer)
+        np.testing.assert_array_equal(loaded.predict_proba(data[0]), fitted.predict_proba(data[0]))
+        with pytest.raises(NotFittedError, match=r"without the head.*f_td_head"):
+            loaded.predict_td(data[0])
+        fitted.save_params(f_params=tmp_path / "c.pt", f_td_head=None)  # the classifier alone
+        assert not (tmp_path / "c.td_head.pt").exists()
+
+    def test_load_init_state_and_train_end_checkpoint(self, data, tmp_path):
+        torch.manual_seed(0)
+        end = TrainEndCheckpoint(dirname=tmp_path)
+        first = make_net(callbacks=[end]).fit(*data)
+        assert (tmp_path / "train_end_params.td_head.pt").is_file()
+        resumed = make_net(callbacks=[LoadInitState(end)]).set_params(max_epochs=0).fit(*data)
+        np.testing.assert_array_equal(resumed.predict_td(data[0]), first.predict_td(data[0]))
+        np.testing.assert_array_equal(resumed.predict_proba(data[0]), first.predict_proba(data[0]))
 
 
 QUERY_SCRIPT = textwrap.dedent(

@@ -13,7 +13,7 @@ from .scores import label_influence, td_entropy, td_margin
 from .strategies import disal, tidal_entropy, tidal_margin
 from .trajectory import TrajectoryRecorder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CheckpointError",

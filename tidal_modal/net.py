@@ -107,13 +107,14 @@ def _shape_change(net, X):
 class TiDALNetClassifier(NeuralNetClassifier):
     """A skorch classifier that learns its own training dynamics (TiDAL, ICCV 2023).
 
-    The user's module is wrapped in a :class:`~tidal_modal.modules.TiDALModule`: a small TD head
-    reads features of chosen layers (by forward hooks) and is trained, next to the classifier,
-    to predict each labeled row's *training dynamics*, the running mean of its softmax outputs
-    over the epochs of a fit. The loss is ``CE(logits, y) + td_weight * KL(pbar || TD head)``.
-    :meth:`predict_td` then estimates the training dynamics of unlabeled rows, which
-    :func:`~tidal_modal.tidal_entropy` and :func:`~tidal_modal.tidal_margin` turn into
-    active-learning scores.
+    Your module stays yours: ``net.module_`` is it, unchanged, and ``forward``, ``infer`` and
+    ``predict_proba`` give its output. Next to it the net trains a small TD head, ``td_head_``
+    (a second skorch module), that reads features of chosen layers of your module through
+    forward hooks and learns to predict each labeled row's *training dynamics*: the running
+    mean of its softmax outputs over the epochs of a fit. The loss is
+    ``CE(logits, y) + td_weight * KL(pbar || TD head)``. :meth:`predict_td` then estimates the
+    training dynamics of unlabeled rows, which :func:`~tidal_modal.tidal_entropy` and
+    :func:`~tidal_modal.tidal_margin` turn into active-learning scores.
 
     Every :class:`skorch.NeuralNetClassifier` parameter works as usual; only these defaults
     differ, to suit active learning:
@@ -131,12 +132,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
       as skorch's, in the same order. A ``collate_fn`` of your own gets the rows one by one
       as usual.
 
-    What else differs from a plain skorch net: the module's output is ``(logits, td_logits)``
-    (``forward``, ``forward_iter``, ``infer`` and the ``y_pred`` of callbacks carry both, as
-    skorch does for a module that returns a tuple; :meth:`get_loss` gets the logits alone);
-    labels are class indices (see ``classes``); a list ``X`` is rows, as in scikit-learn
-    (several inputs go in a tuple or a dict); and ``iterator_train`` receives the training
-    set wrapped in an :class:`~tidal_modal.dynamics.IndexedDataset`.
+    What else differs from a plain skorch net: labels are class indices (see ``classes``); a
+    list ``X`` is rows, as in scikit-learn (several inputs go in a tuple or a dict);
+    ``iterator_train`` receives the training set wrapped in an
+    :class:`~tidal_modal.dynamics.IndexedDataset`; the optimizer trains the head too; and
+    ``train_loss`` includes the TD term. The README's "skorch compatibility" lists each
+    difference that skorch's own test suite finds.
 
     Parameters
     ----------
@@ -165,12 +166,17 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     Attributes
     ----------
-    module_ : TiDALModule
-        The wrapper; the user's network is ``module_.backbone`` and the head ``module_.td_head``.
-        Attributes of your network are reached through it (``net.module_.fc``), and parameter
-        names in skorch's patterns (``optimizer__param_groups``, ``Freezer``) are your
-        network's own; the head's are ``td_head.*``. The head gets its shapes from the first
-        training batch, or from the first prediction of a net that was only initialized.
+    module_ : torch.nn.Module
+        Your module, as skorch builds it (or the instance you passed): its class, its
+        ``state_dict`` keys, its output. It carries one small forward hook per layer the head
+        reads (:class:`~tidal_modal.modules.FeatureTap`), inert outside the net's own passes.
+    td_head_ : TDHead or None
+        The TD head (:class:`~tidal_modal.modules.TDHead`), a registered skorch module: moved
+        to the device, pickled, saved with ``save_params(f_td_head=...)`` (and next to
+        ``f_params`` by default), set with ``set_params(td_head__...)``. Its parameters are
+        named ``td_head.*`` in ``get_all_learnable_params`` (``optimizer__param_groups``,
+        ``Freezer``); yours keep your names. It gets its shapes from the first training batch.
+        ``None`` if your module returns ``(logits, td_logits)`` from a head of its own.
     training_dynamics_ : ndarray of shape (n_samples, n_classes)
         Recorded training dynamics of the rows of the last ``fit`` / ``partial_fit`` call (of
         the training set itself if a ``train_split`` returns datasets of its own, not subsets).

@@ -42,9 +42,9 @@ def _is_marked(callback, net):
     return bool(net.history[-1].get(callback.event_name))
 
 
-def _restored_epoch(callback, net):
-    """The epoch whose weights ``callback`` restored when training ended, or ``None``."""
-    last = net.history[-1, "epoch"]
+def _restored_epoch(callback, net, last):
+    """The epoch whose weights ``callback`` restored when training ended after epoch ``last``, or
+    ``None`` (a ``Checkpoint`` may have put its history back too)."""
     if isinstance(callback, EarlyStopping):
         restored = callback.best_epoch_ != last and callback.best_model_weights_ is not None
         return callback.best_epoch_ if restored else None
@@ -55,13 +55,15 @@ def _restored_epoch(callback, net):
 def remember(net: Any) -> None:
     """At the end of an epoch: what to put back if a callback restores this epoch's weights."""
     points = net.__dict__.setdefault("restore_points_", {})
+    points["last epoch"] = net.history[-1, "epoch"]
     for name, callback in _restorers(net):
         if _is_marked(callback, net):
             head = getattr(net, "td_head_", None)
+            head = None if head is None else unwrap(head).state_dict()
             trajectory = getattr(net, "trajectory_", None)
             points[name] = {
                 "epoch": net.history[-1, "epoch"],
-                "head": None if head is None else {k: v.clone() for k, v in unwrap(head).state_dict().items()},
+                "head": None if head is None else {key: value.clone() for key, value in head.items()},
                 "dynamics": net.dynamics_.snapshot(),
                 "trajectory": None if trajectory is None else len(trajectory),
             }
@@ -72,7 +74,7 @@ def restore(net: Any) -> None:
     points = net.__dict__.pop("restore_points_", {})
     for name, callback in _restorers(net):
         point = points.get(name)
-        if point is None or _restored_epoch(callback, net) != point["epoch"]:
+        if point is None or _restored_epoch(callback, net, points["last epoch"]) != point["epoch"]:
             continue
         if point["head"] is not None and isinstance(callback, EarlyStopping):
             unwrap(net.td_head_).load_state_dict(point["head"])  # Checkpoint loads its own file
