@@ -21,7 +21,7 @@ from torch import nn
 
 from tidal_modal import disal, tidal_entropy, tidal_margin
 from tidal_modal.batch import tidal_ranked_batch
-from tidal_modal.modules import last_linear_name
+from tidal_modal.modules import last_linear_name, unwrap
 from tidal_modal.strategies import MODAL_RETURNS_METRICS, select_top_k
 
 __all__ = [
@@ -46,7 +46,8 @@ def _net(classifier):
 
 
 def _logit_batches(net, X, mc_dropout=False):
-    """Yield the backbone's logits batch by batch, without gradients and in eval mode.
+    """Yield the module's logits batch by batch, without gradients and in eval mode (the TD head
+    is not run: its taps stay off).
 
     With ``mc_dropout`` the dropout layers stay active (everything else, e.g. batch norm, is in
     eval mode). skorch's ``forward_iter`` would reset the modes, hence this loop.
@@ -63,7 +64,7 @@ def _logit_batches(net, X, mc_dropout=False):
         with torch.no_grad():
             for batch in net.get_iterator(net.get_dataset(X), training=False):
                 Xi, _ = unpack_data(batch)
-                yield net.infer(Xi)[0]  # TiDALModule returns (logits, td_logits)
+                yield net.infer(Xi)  # the module's output: its logits
     finally:  # also when scoring raises or the caller stops early: no dropout left on
         module.eval()
 
@@ -119,11 +120,11 @@ def k_center_greedy(pool_features, labeled_features, n_instances):
 
 
 def penultimate_features(net, X):
-    """The input of the backbone's last ``nn.Linear`` for every row of ``X``, shape ``[n, d]``."""
-    backbone = net.module_.backbone
+    """The input of the module's last ``nn.Linear`` for every row of ``X``, shape ``[n, d]``."""
+    module = unwrap(net.module_)
     captured = []
-    hook = backbone.get_submodule(last_linear_name(backbone)).register_forward_pre_hook(
-        lambda module, args: captured.append(args[0].cpu())
+    hook = module.get_submodule(last_linear_name(module)).register_forward_pre_hook(
+        lambda layer, args: captured.append(args[0].cpu())
     )
     try:
         for _ in _logit_batches(net, X):

@@ -134,7 +134,8 @@ def held_bytes(learner, X_pool, y_pool):
         "td_buffers": tensor_bytes([dynamics.sums, dynamics.counts]) if dynamics is not None else 0,
         "trajectory": tensor_bytes([trajectory.start, *trajectory.deltas]),
         "optimizer": tensor_bytes([t for state in optimizer_state for t in state.values()]),
-        "parameters": tensor_bytes(net.module_.parameters()),
+        # the module's parameters and the TD head's
+        "parameters": tensor_bytes(param for _, param in net.get_all_learnable_params()),
         "pool": int(X_pool.nbytes + y_pool.nbytes),
         "history_batches": sum(len(epoch["batches"]) for epoch in net.history_),
     }

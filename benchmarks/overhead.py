@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from tidal_modal import TiDALNetClassifier, disal, tidal_entropy, tidal_margin
-from tidal_modal.modules import TiDALModule
+from tidal_modal.modules import TDHead, attach_taps, capturing
 from tidal_modal.strategies import select_top_k
 
 from .backbones import MLP, SmallCNN
@@ -105,21 +105,33 @@ def net_params(name, epochs):
     )
 
 
+def forward_with_head(module, head, taps, x):
+    """``(logits, td_logits)`` of the batch ``x``: ``module`` with its taps switched on, then the
+    TD head on the features they caught, as :meth:`TiDALNetClassifier.infer_td` computes them."""
+    with capturing(taps):
+        logits = module(x)
+        return logits, head([tap.features for tap in taps], logits.shape[1])
+
+
 class BackboneWithHead(nn.Module):
     """A benchmark backbone with TiDAL's TD head attached; returns ``(logits, td_logits)``.
 
-    Trained by plain skorch with :class:`HeadLoss`, it pays for the head's forward and backward
-    and for the KL term, but records no training dynamics: the floor of any TiDAL training.
+    The head reads the input of the backbone's last ``nn.Linear`` through the same taps as in
+    :class:`~tidal_modal.TiDALNetClassifier` (its default ``td_layers``). Trained by plain skorch
+    with :class:`HeadLoss`, it pays for the head's forward and backward and for the KL term, but
+    records no training dynamics: the floor of any TiDAL training.
     """
 
     def __init__(self, name, td_hidden=128):
         super().__init__()
         module, module_params = BACKBONES[name]
+        self.backbone = module(**module_params)
+        self.taps = attach_taps(self.backbone)
         # the lazy head gets its shapes from the first training batch, as in TiDALNetClassifier
-        self.tidal = TiDALModule(module(**module_params), td_hidden=td_hidden)
+        self.td_head = TDHead(len(self.taps), hidden=td_hidden)
 
     def forward(self, x):
-        return self.tidal(x)
+        return forward_with_head(self.backbone, self.td_head, self.taps, x)
 
 
 class HeadLoss(nn.Module):
@@ -229,10 +241,22 @@ def measure_fit(name, repeats, n_train, epochs, td_hidden=128):
 
 
 def bare_forward(module, pool):
+    """A ``no_grad`` eval-mode forward pass of ``module`` over ``pool`` (its TD taps stay off)."""
     module.eval()
     with torch.no_grad():
         for start in range(0, len(pool), BATCH_SIZE):
             module(torch.as_tensor(pool[start : start + BATCH_SIZE]))
+
+
+def bare_forward_with_head(net, pool):
+    """:func:`bare_forward` through a fitted net's module and its TD head (``module_``,
+    ``td_head_`` and the taps between them), without skorch: the floor of any TiDAL scoring."""
+    module, head, taps = net.module_, net.td_head_, net.td_taps_
+    module.eval()
+    head.eval()
+    with torch.no_grad():
+        for start in range(0, len(pool), BATCH_SIZE):
+            forward_with_head(module, head, taps, torch.as_tensor(pool[start : start + BATCH_SIZE]))
 
 
 def measure_query(name, repeats, n_pool):
@@ -241,8 +265,8 @@ def measure_query(name, repeats, n_pool):
     net = TiDALNetClassifier(**net_params(name, epochs=1)).fit(X, y)
     pool, _ = random_data(n_pool, seed=1)
     runs = {
-        "bare_forward": lambda: bare_forward(net.module_.backbone, pool),
-        "bare_forward_with_head": lambda: bare_forward(net.module_, pool),
+        "bare_forward": lambda: bare_forward(net.module_, pool),
+        "bare_forward_with_head": lambda: bare_forward_with_head(net, pool),
         "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
         "tidal_margin": lambda: tidal_margin(net, pool, 100),
         "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
@@ -276,7 +300,7 @@ def measure_disal(name, repeats, n_train, epochs, n_pool):
     pool, _ = random_data(n_pool, seed=1)
     query_times = interleaved(
         {
-            "bare_forward_with_head": lambda: bare_forward(net.module_, pool),
+            "bare_forward_with_head": lambda: bare_forward_with_head(net, pool),
             "disal": lambda: disal(net, pool, 100),
             "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
         },

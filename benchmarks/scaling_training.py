@@ -15,6 +15,7 @@ On a machine whose cores other work shares, the ratio says what that machine gav
 """
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -101,6 +102,13 @@ def worker(args):
             "td_gather_large_s": gather,
         }
         Path(args.result).write_text(json.dumps(result))
+    # Tear the process group down while Python still runs: left to the interpreter's exit, the
+    # DDP-wrapped module's gloo threads can call into Python after finalization has begun, which
+    # aborts the process ("terminate called without an active exception") after its work is done.
+    accelerator.wait_for_everyone()
+    del net, dynamics
+    gc.collect()
+    torch.distributed.destroy_process_group()
 
 
 def free_port():

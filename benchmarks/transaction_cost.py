@@ -71,7 +71,7 @@ def measure(repeats, n_train, epochs, batch_size=64, seed=0):
         "n_train": n_train,
         "epochs": epochs,
         "batch_size": batch_size,
-        "parameters": sum(p.numel() for p in net.module_.parameters()),
+        "parameters": sum(p.numel() for _, p in net.get_all_learnable_params()),  # module and TD head
         "history_epochs": len(net.history),
         "times": times,
         "snapshot_fit_s": float(np.median(times["snapshot"])),

@@ -6,7 +6,7 @@ from torch import nn
 
 from benchmarks.backbones import BACKBONES, backbone_params
 from tidal_modal import TiDALNetClassifier
-from tidal_modal.modules import TiDALModule
+from tidal_modal.modules import TDHead, attach_taps, capturing
 
 
 @pytest.mark.parametrize(
@@ -20,13 +20,17 @@ def test_flat_rows_in_logits_out_with_dropout(name, shape, head_widths):
         **{k.removeprefix("module__"): v for k, v in params.items() if k.startswith("module__")}
     )
     x = torch.rand(2, int(np.prod(shape)))
-    td_module = TiDALModule(module, td_layers=params["td_layers"]).eval()
+    module.eval()
+    taps = attach_taps(module, params["td_layers"])
+    head = TDHead(len(taps)).eval()
     with torch.no_grad():
-        logits, td_logits = td_module(x)
+        with capturing(taps):  # as the net runs module and head: the taps on around the pass
+            logits = module(x)
+            td_logits = head([tap.features for tap in taps], logits.shape[1])
         torch.testing.assert_close(logits, module(x.view(2, *shape)))  # flat rows are the images
         assert td_logits.shape == (2, 7)
         # the head reads the penultimate features (the ResNet: its four stages)
-        assert [branch[0].in_features for branch in td_module.td_head.branches] == head_widths
+        assert [branch[0].in_features for branch in head.branches] == head_widths
         dropouts = [m for m in module.modules() if isinstance(m, nn.Dropout)]
         assert dropouts and all(m.p == 0.5 for m in dropouts)
         for m in dropouts:  # MC dropout: only the dropout layers in train mode
@@ -47,7 +51,8 @@ class InitialWeights(Callback):
 
     def on_grad_computed(self, net, named_parameters, **kwargs):
         if self.weights is None:
-            self.weights = {k: p.detach().clone() for k, p in net.module_.named_parameters()}
+            # the module's parameters under their own names, the TD head's as td_head.*
+            self.weights = {k: p.detach().clone() for k, p in net.get_all_learnable_params()}
 
 
 def test_params_build_a_trainable_net():
@@ -58,8 +63,10 @@ def test_params_build_a_trainable_net():
         **backbone_params("cnn", (1, 8, 8), 3), max_epochs=1, callbacks=[initial], verbose=0
     ).fit(X, y)
     # one epoch moves every weight: convolutions, classifier and TD head
-    unchanged = [k for k, p in net.module_.named_parameters() if torch.equal(p, initial.weights[k])]
+    unchanged = [k for k, p in net.get_all_learnable_params() if torch.equal(p, initial.weights[k])]
     assert not unchanged and len(initial.weights) == 12
+    head = [k for k in initial.weights if k.startswith("td_head.")]
+    assert len(head) == 4 and len(initial.weights) - len(head) == len(list(net.module_.parameters()))
     assert net.predict_td(X).shape == (20, 3)
 
 

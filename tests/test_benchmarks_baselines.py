@@ -54,10 +54,10 @@ def net(data):
 
 
 def eval_proba(net, X):
-    """Softmax of the backbone in eval mode, computed by hand (not through skorch)."""
-    backbone = net.module_.backbone.eval()
+    """Softmax of the module in eval mode, computed by hand (not through skorch)."""
+    module = net.module_.eval()
     with torch.no_grad():
-        return torch.softmax(backbone(torch.as_tensor(X)), dim=1).numpy()
+        return torch.softmax(module(torch.as_tensor(X)), dim=1).numpy()
 
 
 class NormedMLP(nn.Module):
@@ -94,9 +94,9 @@ class TestCoreset:
 
     def test_penultimate_features_are_the_last_linear_input(self, net, data):
         X, _ = data
-        backbone = net.module_.backbone.eval()
+        module = net.module_.eval()
         with torch.no_grad():
-            expected = backbone.layers[:-1](torch.as_tensor(X)).numpy()
+            expected = module.layers[:-1](torch.as_tensor(X)).numpy()
         np.testing.assert_allclose(penultimate_features(net, X), expected, rtol=1e-5, atol=1e-6)
 
     def test_coreset_sampling_runs_k_center_on_features(self, net, data):
@@ -128,7 +128,7 @@ class TestBald:
         assert not any(m.training for m in net.module_.modules())
         # a forward pass that sets no mode, as a user's own code or a hook may run, is deterministic
         with torch.no_grad():
-            proba = torch.softmax(net.module_.backbone(torch.as_tensor(X)), dim=1).numpy()
+            proba = torch.softmax(net.module_(torch.as_tensor(X)), dim=1).numpy()
         np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-7)
 
     def test_without_dropout_every_draw_is_the_prediction(self, data):

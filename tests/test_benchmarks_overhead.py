@@ -116,7 +116,7 @@ def test_head_floor_trains_backbone_and_head_on_ce_plus_kl_to_uniform():
     X, y = overhead.random_data(64, seed=0)
     torch.manual_seed(0)
     net = NeuralNetClassifier(**overhead.head_floor_params("mlp", epochs=1, td_hidden=8)).initialize()
-    head = net.module_.tidal.td_head
+    head = net.module_.td_head
     with torch.no_grad():  # the lazy head takes its shapes from a first forward pass
         net.module_(torch.as_tensor(X[:2]))
     before = [p.detach().clone() for p in head.parameters()]

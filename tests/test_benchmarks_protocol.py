@@ -49,7 +49,12 @@ def initial_fits(monkeypatch):
     class SpyLearner(protocol.TiDALActiveLearner):
         def __init__(self, estimator, **kwargs):
             super().__init__(estimator, **kwargs)
-            weights = {k: v.clone() for k, v in estimator.module_.state_dict().items()}
+            # the classifier's weights under its own names, and the TD head's
+            state = {
+                **estimator.module_.state_dict(),
+                **{f"td_head.{k}": v for k, v in estimator.td_head_.state_dict().items()},
+            }
+            weights = {k: v.clone() for k, v in state.items()}
             seen.append((self.X_training.copy(), weights, estimator))
 
     monkeypatch.setattr(protocol, "TiDALActiveLearner", SpyLearner)
@@ -74,7 +79,8 @@ class TestSameStart:
             list(run_active_learning("random", seed, digits, config))
         (X_0, w_0, _), (X_1, w_1, _) = initial_fits
         assert not np.array_equal(X_0, X_1)
-        assert not torch.equal(w_0["backbone.layers.0.weight"], w_1["backbone.layers.0.weight"])
+        assert not torch.equal(w_0["layers.0.weight"], w_1["layers.0.weight"])
+        assert not torch.equal(w_0["td_head.weight"], w_1["td_head.weight"])
 
 
 class TestLoop:

@@ -93,15 +93,15 @@ class TestTrainingDynamicsOverViews:
             iterator_train__collate_fn=AugmentRows(SHAPE, shift=1),
             verbose=0,
         ).initialize()
-        net.module_.backbone.register_forward_pre_hook(
+        net.module_.register_forward_pre_hook(
             lambda module, args: views.append(args[0].detach().clone()) if module.training else None
         )
         net.partial_fit(X, y)  # fit would build a new module, without the hook
         assert len(views) == 4 and not torch.equal(views[0], views[1])
         with torch.no_grad():
-            backbone = net.module_.backbone.eval()
-            expected = torch.stack([torch.softmax(backbone(v), 1) for v in views]).mean(0)
-            unaugmented = torch.softmax(backbone(torch.as_tensor(X)), 1)
+            module = net.module_.eval()
+            expected = torch.stack([torch.softmax(module(v), 1) for v in views]).mean(0)
+            unaugmented = torch.softmax(module(torch.as_tensor(X)), 1)
         np.testing.assert_allclose(net.training_dynamics_, expected.numpy(), rtol=1e-5, atol=1e-6)
         assert not np.allclose(net.training_dynamics_, unaugmented.numpy(), atol=1e-3)
         np.testing.assert_allclose(net.predict_proba(X), unaugmented.numpy(), rtol=1e-5, atol=1e-6)

@@ -25,6 +25,8 @@ tests do, on the gloo backend) or ``accelerate launch``, as any Accelerate progr
 README's "Scaling out".
 """
 
+import atexit
+import gc
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +100,22 @@ class DistributedTrainingDynamics(TrainingDynamics):
         state = super().__getstate__()
         state.update(accelerator=None, epoch=None, epoch_sums=None, epoch_counts=None)
         return state
+
+
+def _release_process_group():
+    """Tear a still-open process group down at exit, while Python still runs.
+
+    Left to the interpreter's finalization, the gloo threads of a module that was wrapped in
+    ``DistributedDataParallel`` can call into Python after it has begun to shut down, and the
+    process aborts after its work is done ("terminate called without an active exception",
+    exit code -6), one run in a few on a busy machine.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()  # what still holds the wrappers' communication hooks goes first
+        torch.distributed.destroy_process_group()
+
+
+atexit.register(_release_process_group)
 
 
 def _silent(text):
