@@ -8,6 +8,7 @@ redone. The defaults (the ``digits`` preset's settings, 5 seeds) finish in a few
 
 import argparse
 import json
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,12 +25,13 @@ from .cli import HelpFormatter
 from .datasets import load_dataset
 from .protocol import ALConfig, run_active_learning
 from .recipe import OPTIMIZERS, PAPER_RECIPE
-from .report import ranking, write_report
+from .report import PAIRED_NOTE, paired_ranking, verdict, write_report
 from .store import CurveStore
 
 __all__ = ["PRESETS", "main"]
 
 RESULTS = Path(__file__).parent / "results"
+WIDTH = 100  # the terminal's paragraphs are wrapped at this many characters
 
 # the strategies the paper compares (less-confidence "uncertainty" is left out), and DISAL
 PAPER_STRATEGIES = [
@@ -309,7 +311,9 @@ def main(argv=None):
         f"{args.dataset}: pool {len(dataset.y_pool)}, test {len(dataset.y_test)}; "
         f"{len(runs)} runs to do, results in {args.out_dir}"
     )
-    for strategy, seed in tqdm(runs, desc="runs", unit="run"):
+    if not runs:
+        print(_wrap(all_stored(args)))
+    for strategy, seed in tqdm(runs, desc="runs", unit="run", disable=not runs):
         cycles = run_active_learning(strategy, seed, dataset, config, args.device, args.epoch_progress)
         for row in tqdm(
             cycles, desc=f"{strategy} seed {seed}", total=config.cycles + 1, leave=False, unit="cycle"
@@ -321,19 +325,45 @@ def main(argv=None):
     print(headline(args.out_dir, written))
 
 
+def _wrap(text):
+    """A paragraph for the terminal, wrapped at :data:`WIDTH`; paths and names are not broken."""
+    return textwrap.fill(text, WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def all_stored(args):
+    """What to say when every (strategy, seed) run is already in the output directory."""
+    n_runs = len(args.strategies) * len(args.seeds)
+    committed = args.preset is not None and args.out_dir.resolve() == (RESULTS / args.preset).resolve()
+    whose = "the committed results of this preset" if committed else "from an earlier run"
+    command = f"python -m benchmarks.run{f' --preset {args.preset}' if args.preset else ''}"
+    return (
+        f"All {n_runs} runs ({len(args.strategies)} strategies x {len(args.seeds)} seeds) are already "
+        f"stored in {args.out_dir} ({whose}): nothing to train, the summary and plots are rewritten "
+        f"from the stored runs. To run them again, give a new folder: {command} --out-dir NEW_FOLDER "
+        "(more --seeds or --strategies would add runs to this folder instead)."
+    )
+
+
 def headline(out_dir, written):
-    """The terminal's last words: the strategies ranked by AULC, and where the report is."""
-    curves = pd.read_csv(Path(out_dir) / "curves.csv")
+    """The terminal's last words: the ranking by AULC with paired differences, the verdict on the
+    training-dynamics strategies, and where the report is."""
+    out_dir = Path(out_dir)
+    curves = pd.read_csv(out_dir / "curves.csv")
     if curves.empty:
         return f"No results in {out_dir} yet."
     n_seeds = curves.seed.nunique()
-    table = ranking(curves).to_markdown()
+    table = paired_ranking(curves).to_markdown()
     files = "\n".join(f"  {path}" for path in written)
-    return (
-        f"\nStrategies ranked by area under the learning curve (mean ± std over {n_seeds} seeds; "
-        f"relative improvement over random, the paper's metric, averaged over the cycles after "
-        f"the first):\n{table}\n\nSummary and plots:\n{files}"
+    intro = (
+        "Strategies ranked by area under the learning curve (AULC, a mean accuracy in %; mean ± std "
+        f"over {n_seeds} seeds). {PAIRED_NOTE}"
     )
+    parts = [
+        f"\n{_wrap(intro)}\n{table}",
+        _wrap(verdict(curves, out_dir.name)),
+        f"Summary and plots:\n{files}",
+    ]
+    return "\n\n".join(part for part in parts if part)
 
 
 if __name__ == "__main__":

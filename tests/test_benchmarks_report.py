@@ -5,15 +5,22 @@ import pandas as pd
 import pytest
 
 from benchmarks.report import (
+    FONTS,
     aulc,
+    best_without_td,
     comparison_table,
+    is_td,
     paired_aulc,
+    paired_ranking,
     paired_table,
     plot_accuracy,
+    plot_paired_aulc,
     plot_relative_improvement,
     plot_title,
     relative_improvement,
     summary,
+    verdict,
+    write_report,
 )
 
 
@@ -50,7 +57,7 @@ class TestMetrics:
         text = summary(curves, {"dataset": "toy"})
         ranking = text[text.index("## Ranking") :]
         assert ranking.index("| b ") < ranking.index("| a ") < ranking.index("| random ")
-        rel_table = text[text.index("## Relative improvement") : text.index("## Ranking")]
+        rel_table = text[text.index("## Relative improvement") : text.index("## AULC and mean relative")]
         a_row = next(line for line in rel_table.splitlines() if line.startswith("| a "))
         assert "0.00 ± 14.14" in a_row  # mean of +10% and -10%, sample std
         assert "`dataset=toy`" in text
@@ -64,12 +71,28 @@ class TestPlots:
     def test_agg_backend(self):
         assert matplotlib.get_backend().lower() == "agg"
 
-    @pytest.mark.parametrize("plot", [plot_accuracy, plot_relative_improvement])
+    @pytest.mark.parametrize("plot", [plot_accuracy, plot_relative_improvement, plot_paired_aulc])
     def test_plots_render_to_png(self, plot, curves, tmp_path):
         path = tmp_path / "plot.png"
         plot(curves, path, title="toy")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert matplotlib.image.imread(path).shape == (450, 700, 4)
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width >= 800 and height >= 300
+
+    def test_fonts_are_readable_at_the_saved_size(self):
+        assert min(v for k, v in FONTS.items() if k != "figure.titlesize") >= 11
+
+    def test_write_report_writes_the_paired_plot(self, store, tmp_path):
+        store.to_csv(tmp_path / "curves.csv", index=False)
+        written = write_report(tmp_path)
+        assert [p.name for p in written] == [
+            "summary.md", "accuracy.png", "relative_improvement.png", "paired_aulc.png"
+        ]  # fmt: skip
+        text = (tmp_path / "summary.md").read_text()
+        assert text.index("## Ranking by area under the learning curve, paired by seed") < text.index(
+            "## Test accuracy"
+        )
+        assert "The training-dynamics (TD) strategies rank 3rd" in text
 
 
 def test_comparison_table_reads_results_directories(curves, tmp_path):
@@ -111,3 +134,101 @@ def test_plot_titles_name_the_results_and_the_budget(tmp_path):
     assert plot_title(tmp_path / "digits-ir10", config) == "digits-ir10, mlp: 40 + 20 x 10 = 240 labels"
     assert plot_title(tmp_path / "batch", config).startswith("batch (digits-ir10), mlp")
     assert plot_title(tmp_path / "old", None) == "old"
+
+
+@pytest.fixture
+def store():
+    """Three seeds with flat learning curves (AULC = accuracy), so the AULC differences to random
+    are set by hand, in points: margin +5, +6, +7; entropy +4, +6, +5; tidal_margin +1, +2, +3;
+    tidal_entropy +0.5, +1.5, -0.5."""
+    offsets = {
+        "random": [0, 0, 0],
+        "margin": [5, 6, 7],
+        "entropy": [4, 6, 5],
+        "tidal_margin": [1, 2, 3],
+        "tidal_entropy": [0.5, 1.5, -0.5],
+    }
+    rows = [
+        (strategy, seed, cycle, 10 + 5 * cycle, (80 + seed + offset[seed]) / 100)
+        for strategy, offset in offsets.items()
+        for seed in range(3)
+        for cycle in range(3)
+    ]
+    frame = pd.DataFrame(rows, columns=["strategy", "seed", "cycle", "n_labeled", "accuracy"])
+    return frame.assign(fit_seconds=1.0, query_seconds=0.1)
+
+
+T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
+
+
+class TestPairedRanking:
+    def test_td_strategies(self):
+        assert is_td("tidal_entropy") and is_td("disal:target=td,sign=signed") and is_td("tidal_batch")
+        assert not any(map(is_td, ["random", "margin", "coreset", "bald", "entropy", "uncertainty"]))
+
+    def test_best_without_td_skips_td_and_random(self, store):
+        assert best_without_td(store) == "margin"
+        assert best_without_td(store[store.strategy.isin(["random", "tidal_margin"])]) is None
+
+    def test_differences_to_the_best_without_td_and_to_random(self, store):
+        table = paired_ranking(store)
+        assert list(table.index) == ["margin", "entropy", "tidal_margin", "tidal_entropy", "random"]
+        assert list(table["rank"]) == [1, 2, 3, 4, 5]
+        # tidal_entropy - margin: -4.5, -4.5, -7.5 points; mean -5.5, std sqrt(3)
+        half = T_975_2 * np.sqrt(3) / np.sqrt(3)
+        assert table.loc["tidal_entropy", "vs margin (points)"] == (
+            f"-5.50 ± 1.73 [{-5.5 - half:+.2f}, {-5.5 + half:+.2f}]"
+        )
+        assert table.loc["tidal_margin", "vs margin (points)"] == "-4.00 ± 0.00 [-4.00, -4.00]"
+        assert table.loc["margin", "vs margin (points)"] == "(reference)"
+        # margin - random: 5, 6, 7; mean 6, std 1
+        half = T_975_2 / np.sqrt(3)
+        assert table.loc["margin", "vs random (points)"] == f"+6.00 ± 1.00 [{6 - half:+.2f}, {6 + half:+.2f}]"
+        assert table.loc["margin", "wins vs random"] == "3/3"
+        assert table.loc["tidal_entropy", "wins vs random"] == "2/3"
+        assert table.loc["entropy", "wins vs margin"] == "0/3"  # -1, 0, -2: a tie is no win
+        assert table.loc["random", "wins vs random"] == ""
+
+    def test_the_numbers_are_paired_aulc(self, store):
+        p = paired_aulc(store, "tidal_margin", "random")
+        assert (p["mean"], p["std"], p["wins"]) == (pytest.approx(2.0), pytest.approx(1.0), 3)
+        assert p["low"] == pytest.approx(2 - T_975_2 / np.sqrt(3))
+
+    def test_verdict_says_where_the_td_strategies_landed(self, store):
+        text = verdict(store, "toy")
+        assert text.startswith(
+            "margin ranks first, but the 3 seeds cannot tell it from entropy (their paired 95% intervals "
+            "include 0)."
+        )
+        assert (
+            "The training-dynamics (TD) strategies rank 3rd (tidal_margin) and 4th (tidal_entropy) of 5, "
+            "just above random." in text
+        )
+        assert (
+            "against margin, the best without training dynamics, tidal_margin -4.00 [-4.00, -4.00] and "
+            "tidal_entropy -5.50 [-9.80, -1.20] are behind;" in text
+        )
+        assert (
+            "against random, tidal_margin +2.00 [-0.48, +4.48] and tidal_entropy +0.50 [-1.98, +2.98] "
+            "cannot be told from it with 3 seeds." in text
+        )
+        assert text.endswith("On toy, scoring a snapshot of the classifier (margin) beats every TD strategy.")
+
+    def test_verdict_when_training_dynamics_win(self, store):
+        better = store.copy()
+        better.loc[better.strategy == "tidal_margin", "accuracy"] += 0.1  # 10 points up on every seed
+        text = verdict(better, "toy")
+        assert "rank 1st (tidal_margin) and 4th (tidal_entropy) of 5" in text
+        assert "tidal_margin +6.00 [+6.00, +6.00] is ahead" in text
+        assert text.endswith("On toy, training dynamics pay off only for tidal_margin.")
+
+    def test_verdict_with_one_seed_gives_no_intervals(self, store):
+        text = verdict(store[store.seed == 0], "toy")
+        assert "With one seed there are no intervals, so no verdict." in text
+        assert (
+            "(one seed: no interval)"
+            in paired_ranking(store[store.seed == 0]).loc["margin", "vs random (points)"]
+        )
+
+    def test_verdict_without_td_strategies(self, curves):
+        assert "training-dynamics" not in verdict(curves)

@@ -1,14 +1,17 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import run
+from benchmarks import report, run
 from benchmarks.baselines import STRATEGIES
 
 from .test_benchmarks_datasets import write_batch
+
+RESULTS = run.RESULTS
 
 
 def test_help_lists_the_options(capsys):
@@ -44,26 +47,25 @@ class TestPresets:
 
 
 def test_tiny_end_to_end_run(tmp_path, capsys):
-    run.main(
-        [
-            "--dataset",
-            "digits-ir10",
-            "--seeds",
-            "0",
-            "--cycles",
-            "1",
-            "--epochs",
-            "1",
-            "--initial-size",
-            "20",
-            "--query-size",
-            "5",
-            "--mc-draws",
-            "2",
-            "--out-dir",
-            str(tmp_path),
-        ]
-    )
+    argv = [
+        "--dataset",
+        "digits-ir10",
+        "--seeds",
+        "0",
+        "--cycles",
+        "1",
+        "--epochs",
+        "1",
+        "--initial-size",
+        "20",
+        "--query-size",
+        "5",
+        "--mc-draws",
+        "2",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    run.main(argv)
     with open(tmp_path / "curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["strategy"], r["cycle"]) for r in rows) == sorted(
@@ -77,17 +79,57 @@ def test_tiny_end_to_end_run(tmp_path, capsys):
     assert "## Relative improvement over random" in summary and "tidal_entropy" in summary
     for plot in ["accuracy.png", "relative_improvement.png"]:
         assert (tmp_path / plot).stat().st_size > 10_000
-    # the terminal ends with the ranking and where the report is
+    # the terminal ends with the ranking, paired differences, where TiDAL landed and where the report is
     out = capsys.readouterr().out
-    headline = out[out.index("Strategies ranked by area under the learning curve (mean ± std over 1 seeds") :]
+    headline = out[out.index("Strategies ranked by area under the learning curve (AULC") :]
+    assert "mean ± std over 1 seeds" in " ".join(headline.split())
     rows = [line.split("|") for line in headline.splitlines() if line.startswith("| ")][1:]
     ranked = {row[1].strip(): float(row[3].split("±")[0]) for row in rows}
     # one seed, two cycles: the AULC is the mean of the two accuracies
     aulc = 100 * pd.read_csv(tmp_path / "curves.csv").groupby("strategy").accuracy.mean()
     assert ranked == pytest.approx(aulc.round(2).to_dict(), abs=0.006)
     assert list(ranked.values()) == sorted(ranked.values(), reverse=True)
-    for name in ["summary.md", "accuracy.png", "relative_improvement.png"]:
+    assert "| vs random (points)" in headline and "(one seed: no interval)" in headline
+    assert "The training-dynamics (TD) strategies rank" in headline and "With one seed" in headline
+    for name in ["summary.md", "accuracy.png", "relative_improvement.png", "paired_aulc.png"]:
         assert str(tmp_path / name) in headline
+    # a second call finds every run stored: it says so, trains nothing and rewrites the report
+    (tmp_path / "summary.md").unlink()
+    run.main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 runs to do" in out
+    assert (
+        f"All 9 runs (9 strategies x 1 seeds) are already stored in {tmp_path} (from an earlier run): "
+        "nothing to train" in out
+    )
+    assert "--out-dir NEW_FOLDER" in out and (tmp_path / "summary.md").exists()
+    assert len(pd.read_csv(tmp_path / "curves.csv")) == 2 * len(run.DEFAULT_STRATEGIES)
+
+
+def test_a_preset_with_its_committed_runs_says_how_to_rerun(tmp_path, monkeypatch, capsys):
+    """``--preset digits`` over the committed digits runs: nothing to train, a report from them."""
+    monkeypatch.setattr(run, "RESULTS", tmp_path)  # a copy, so that the committed report stays
+    (tmp_path / "digits").mkdir()
+    for name in ["curves.csv", "config.json"]:
+        shutil.copy(RESULTS / "digits" / name, tmp_path / "digits" / name)
+    run.main(["--preset", "digits"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 runs to do" in out
+    assert f"are already stored in {tmp_path / 'digits'} (the committed results of this preset)" in out
+    assert "python -m benchmarks.run --preset digits --out-dir NEW_FOLDER" in out
+    # the ending: ranking with paired differences and the verdict, computed from the stored runs
+    curves = pd.read_csv(tmp_path / "digits" / "curves.csv")
+    assert " ".join(report.verdict(curves, "digits").split()) in out
+    assert "wins vs random" in out and "The training-dynamics (TD) strategies rank" in out
+
+
+def test_all_stored_message():
+    args = run.parse_args(["--seeds", "0", "1", "--strategies", "random", "margin"])
+    text = run.all_stored(args)
+    assert text.startswith("All 4 runs (2 strategies x 2 seeds) are already stored in")
+    assert "(from an earlier run)" in text and "python -m benchmarks.run --out-dir NEW_FOLDER" in text
+    text = run.all_stored(run.parse_args(["--preset", "digits"]))
+    assert "(the committed results of this preset)" in text and "--preset digits --out-dir" in text
 
 
 def test_cifar_resnet_end_to_end(tmp_path):

@@ -59,6 +59,21 @@ class DistributedTrainingDynamics(TrainingDynamics):
         Number of rows in the (unsplit) training dataset.
     accelerator : accelerate.Accelerator
         Its ``reduce`` sums the epoch's buffers over the processes.
+
+    Examples
+    --------
+    On one process (an ``Accelerator`` on the CPU), an epoch's views of a row count as one pass:
+
+    >>> import torch
+    >>> from accelerate import Accelerator
+    >>> from tidal_modal.accelerate import DistributedTrainingDynamics
+    >>> td = DistributedTrainingDynamics(2, Accelerator(cpu=True))
+    >>> _ = td.update(torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    >>> _ = td.update(torch.tensor([0]), torch.tensor([[0.0, 1.0]]))  # row 0 again, same epoch
+    >>> td.end_epoch()
+    >>> td.to_numpy()
+    array([[0.5, 0.5],
+           [0.5, 0.5]], dtype=float32)
     """
 
     def __init__(self, n_samples: int, accelerator: Any) -> None:
@@ -134,11 +149,15 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
 
     Parameters
     ----------
-    module : torch.nn.Module class or instance
-        As for :class:`~tidal_modal.net.TiDALNetClassifier`.
+    *args
+        ``module`` (as for :class:`~tidal_modal.net.TiDALNetClassifier`), then skorch's
+        positional parameters.
     accelerator : accelerate.Accelerator
-        Configures the processes, devices and precision. Leave ``device=None``: the accelerator
-        places the module.
+        Configures the processes, devices and precision.
+    device : None, default=None
+        Leave it ``None``: the accelerator places the module.
+    callbacks__print_log__sink : callable or "auto", default="auto"
+        Where the log goes; ``"auto"`` prints on the main process only, and only if ``verbose``.
     unwrap_after_train : bool, default=True
         skorch's parameter: after each fit the module is unwrapped from
         ``DistributedDataParallel``, so that prediction runs on each process alone and the net

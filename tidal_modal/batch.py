@@ -57,6 +57,16 @@ def ranked_batch(
     Returns
     -------
     ndarray of int, shape (n_instances,)
+
+    Examples
+    --------
+    Three rows near each other score highest; the batch takes one of them, then the far row:
+
+    >>> import numpy as np
+    >>> from tidal_modal.batch import ranked_batch
+    >>> rows = np.array([[0.0], [0.1], [0.2], [5.0]])
+    >>> ranked_batch(np.array([0.9, 0.8, 0.7, 0.1]), rows, None, n_instances=2, weight=0.5)
+    array([0, 3])
     """
     n = len(scores)
     uncertainty = rankdata(scores) / n

@@ -86,7 +86,21 @@ _PICKLE_PROTOCOL = 5
 
 
 class CheckpointError(ValueError):
-    """A file that is not a learner checkpoint, is damaged, or needs a newer tidal_modal."""
+    """A file that is not a learner checkpoint, is damaged, or needs a newer tidal_modal.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from tidal_modal import CheckpointError, TiDALActiveLearner
+    >>> path = Path(tempfile.mkdtemp()) / "not-a-checkpoint.ckpt"
+    >>> _ = path.write_text("hello")
+    >>> try:
+    ...     TiDALActiveLearner.load(path)
+    ... except CheckpointError as error:
+    ...     print("refused")
+    refused
+    """
 
 
 def _library_version() -> str:

@@ -154,6 +154,26 @@ def dask_top_k(uncertainty, classifier, X_pool, n_instances, candidates=None, *,
         Positions among the candidates (rows of ``X_pool`` without ``candidates``), best first.
     scores : ndarray of shape (n_instances,)
         Their scores.
+
+    Examples
+    --------
+    The strategies call it for a dask-array pool (``tidal_entropy(net, X_dask, 3)``); directly:
+
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... ).fit(X, y)
+    >>> import dask.array as da
+    >>> from tidal_modal import classifier_td_entropy
+    >>> from tidal_modal.dask import dask_top_k
+    >>> pool = da.from_array(X, chunks=20)
+    >>> top, scores = dask_top_k(classifier_td_entropy, net, pool, 3, rng=np.random.RandomState(0))
+    >>> bool((top == np.argsort(-classifier_td_entropy(net, X), kind="stable")[:3]).all())
+    True
     """
     if any(np.isnan(size) for size in X_pool.chunks[0]):
         raise ValueError(

@@ -138,6 +138,17 @@ class TrainingDynamics:
     ----------
     n_samples : int
         Number of rows in the (unsplit) training dataset; indices are ``0 .. n_samples - 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tidal_modal.dynamics import TrainingDynamics
+    >>> td = TrainingDynamics(2)
+    >>> td.update(torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))  # epoch 1
+    tensor([[1.0000, 0.0000],
+            [0.5000, 0.5000]])
+    >>> td.update(torch.tensor([0]), torch.tensor([[0.0, 1.0]]))  # epoch 2, row 0 only
+    tensor([[0.5000, 0.5000]])
     """
 
     def __init__(self, n_samples):

@@ -121,6 +121,21 @@ def classifier_td_entropy(classifier: BaseEstimator, X: InputData) -> np.ndarray
     Returns
     -------
     ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... ).fit(X, y)
+    >>> from tidal_modal import classifier_td_entropy
+    >>> scores = classifier_td_entropy(net, X[:5])
+    >>> scores.shape, bool((scores >= 0).all())
+    ((5,), True)
     """
     return td_entropy(_predict_td(classifier, X))
 
@@ -141,6 +156,21 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... ).fit(X, y)
+    >>> from tidal_modal import classifier_td_margin
+    >>> margins = classifier_td_margin(net, X[:5])
+    >>> margins.shape, bool(((margins >= -1) & (margins <= 1)).all())
+    ((5,), True)
     """
     td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
@@ -374,6 +404,20 @@ def classifier_dynamic_influence(
     -------
     ndarray of shape (n_samples,)
         Higher = queried first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... ).fit(X, y)
+    >>> from tidal_modal import classifier_dynamic_influence
+    >>> classifier_dynamic_influence(net, X[:5]).shape
+    (5,)
     """
     for name, value, allowed in (("target", target, TARGETS), ("sign", sign, SIGNS), ("heads", heads, HEADS)):
         if value not in allowed:

@@ -43,6 +43,14 @@ class TDHead(LazyModuleMixin, nn.Module):
         Number of feature maps the head receives.
     hidden : int, default=128
         Width of each branch (128 in the paper).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tidal_modal.modules import TDHead
+    >>> head = TDHead(n_branches=2, hidden=8)
+    >>> head([torch.randn(4, 16, 5, 5), torch.randn(4, 32)], 3).shape  # a feature map and a vector
+    torch.Size([4, 3])
     """
 
     def __init__(self, n_branches, hidden=128):
@@ -86,6 +94,25 @@ def unwrap(module):
     Accelerate wraps a net's modules in ``DistributedDataParallel`` while it trains on several
     processes (:mod:`tidal_modal.accelerate`), and skorch's ``compile=True`` in
     ``torch.compile``'s ``OptimizedModule``; layer names are read on the module inside.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A module, wrapped or not.
+
+    Returns
+    -------
+    torch.nn.Module
+        The innermost module.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from tidal_modal.modules import unwrap
+    >>> module = nn.Linear(2, 2)
+    >>> unwrap(torch.compile(module)) is module
+    True
     """
     while True:
         if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -117,6 +144,22 @@ class FeatureTap:
         Name of the layer in the user's module (``""`` is the module itself).
     use_input : bool
         Keep the layer's first input (its features for a last ``nn.Linear``) instead of its output.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from tidal_modal.modules import attach_taps, capturing
+    >>> module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> (tap,) = attach_taps(module)  # the input of the last nn.Linear
+    >>> tap
+    FeatureTap('2', input)
+    >>> with capturing([tap]):
+    ...     _ = module(torch.randn(5, 4))
+    ...     tap.features.shape
+    torch.Size([5, 8])
+    >>> tap.features is None  # dropped after the pass
+    True
     """
 
     def __init__(self, layer, use_input):
@@ -163,6 +206,16 @@ def attach_taps(module, td_layers=None):
     list of FeatureTap
         One per branch of the head, in order; empty if ``td_layers`` is ``None`` and the module
         has no ``nn.Linear`` (a module with a TD head of its own may have none).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from tidal_modal.modules import attach_taps
+    >>> module = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    >>> attach_taps(module, ["0", "1"])
+    [FeatureTap('0', output), FeatureTap('1', output)]
+    >>> attach_taps(module, ["1"])  # again: the tap of "1" is kept, the other one removed
+    [FeatureTap('1', output)]
     """
     module = unwrap(module)
     if td_layers is None:

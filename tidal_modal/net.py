@@ -154,15 +154,18 @@ class TiDALNetClassifier(NeuralNetClassifier):
         fits with ``set_params`` without re-initialising the module.
     td_hidden : int, default=128
         Width of each TD-head branch.
-    classes : array-like or None, default=None
-        skorch's parameter. Without it the net has one class per output of the module,
+    *args
+        skorch's positional parameters, after ``module`` (rarely used).
+    criterion, train_split
+        As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
+    **kwargs
+        Any parameter of :class:`skorch.NeuralNetClassifier`. One reads differently:
+        ``classes``. Without it the net has one class per output of the module,
         ``0 .. n_outputs - 1``, whether or not the labeled data contain them all yet (an
         active-learning loop's first cycles often miss rare classes); labels must be class
         indices below the module's width. Declared, they must be ``0..C-1`` and the module must
         output one logit per class. Either way the classes stay fixed while the net is
         warm-started.
-    criterion, train_split, **kwargs
-        As in :class:`skorch.NeuralNetClassifier` (see the defaults above).
 
     Attributes
     ----------

@@ -288,6 +288,23 @@ class DISALSampling(_TrainingDynamicsSampling):
     scikit-activeml's ``SklearnClassifier`` or not; or scikit-activeml's ``SkorchClassifier``
     with ``neural_net_param_dict={"callbacks": [TrajectoryRecorder()], ...}``. The recorder
     follows the network's last ``nn.Linear``, which must output the logits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from skactiveml.classifier import SklearnClassifier
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> from tidal_modal.skactiveml import DISALSampling
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = np.full(60, np.nan)
+    >>> y[:20] = X[:20, 0] > 0                      # 20 labeled samples, 40 unlabeled
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... )
+    >>> qs = DISALSampling(random_state=0)
+    >>> qs.query(X, y, SklearnClassifier(net, classes=[0, 1]), batch_size=3).shape
+    (3,)
     """
 
     def __init__(

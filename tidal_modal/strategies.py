@@ -251,6 +251,22 @@ def tidal_margin(
     indices : ndarray of int, shape (n_instances,)
         As in :func:`tidal_entropy`; the scores returned with modAL >= 0.4.2 are the negated
         margins.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from tidal_modal import TiDALNetClassifier
+    >>> X = np.random.RandomState(0).randn(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = TiDALNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), max_epochs=2, verbose=0
+    ... ).fit(X, y)
+    >>> from tidal_modal import TiDALActiveLearner, tidal_margin
+    >>> learner = TiDALActiveLearner(net, query_strategy=tidal_margin, X_training=X, y_training=y)
+    >>> idx, rows = learner.query(X, n_instances=3)
+    >>> idx.shape, rows.shape
+    ((3,), (3, 4))
     """
 
     def uncertainty(clf, X):

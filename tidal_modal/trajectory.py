@@ -80,6 +80,17 @@ class Trajectory:
         ``Delta_t = theta_t - theta_{t-1}``, one per checkpoint, on the training device.
     epochs : list of int
         The epoch of the fit (1-based) that closed each checkpoint.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tidal_modal.trajectory import Trajectory
+    >>> path = Trajectory("fc", start=torch.zeros(2, 3))
+    >>> path.checkpoint(torch.ones(2, 3), epoch=1)
+    >>> path.checkpoint(3 * torch.ones(2, 3), epoch=2)
+    >>> directions, ends = path.directions(normalize=False)
+    >>> directions[:, 0, 0], ends[:, 0, 0]
+    (tensor([1., 2.]), tensor([1., 3.]))
     """
 
     def __init__(self, layer=None, start=None, has_bias=True):
