@@ -30,7 +30,14 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip"]
+exclude_patterns = [
+    "_build",
+    "sg_execution_times.rst",
+    "auto_examples/sg_execution_times.rst",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+]
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
@@ -57,6 +64,7 @@ html_theme_options = {
     "icon_links": [],
 }
 html_static_path = []
+templates_path = ["_templates"]
 
 plot_gallery = os.environ.get("TIDAL_MODAL_DOCS_GALLERY", "True")
 sphinx_gallery_conf = {
@@ -69,4 +77,6 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "abort_on_example_error": True,
     "within_subsection_order": "FileNameSortKey",
+    # its page trips Sphinx's table of contents (KeyError: 'anchorname') and says little
+    "write_computation_times": False,
 }

@@ -105,7 +105,7 @@ def site(tmp_path_factory):
 
 def test_every_local_link_and_image_of_the_site_resolves(site):
     broken = []
-    pages = list(site.rglob("*.html"))
+    pages = [page for page in site.rglob("*.html") if "_static" not in page.parts]  # not the theme's macros
     assert len(pages) > 20
     for page in pages:
         parser = _Links()
