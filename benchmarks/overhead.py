@@ -65,7 +65,11 @@ TARGETS = {
     "query_vs_bare_forward": 1.15,
     "disal_fit_vs_no_recording": 1.05,
     "disal_query_vs_bare_forward_with_head": 1.10,
+    "query_vs_fastest_floor": 1.05,
 }
+# batch sizes of the scoring floor: the fastest bare forward pass through module and head over
+# these is the physical floor of scoring a pool, whatever batch a strategy uses
+FLOOR_BATCH_SIZES = (128, 512, 1024, 4096)
 PARTS = ("fit", "query", "disal", "selection", "scaling")
 # backbones of the DISAL measurement: the smallest MLP (where fixed costs weigh most), the widest, the CNN
 DISAL_BACKBONES = ("mlp", "mlp-2048", "cnn")
@@ -248,15 +252,15 @@ def bare_forward(module, pool):
             module(torch.as_tensor(pool[start : start + BATCH_SIZE]))
 
 
-def bare_forward_with_head(net, pool):
+def bare_forward_with_head(net, pool, batch_size=BATCH_SIZE):
     """:func:`bare_forward` through a fitted net's module and its TD head (``module_``,
     ``td_head_`` and the taps between them), without skorch: the floor of any TiDAL scoring."""
     module, head, taps = net.module_, net.td_head_, net.td_taps_
     module.eval()
     head.eval()
     with torch.no_grad():
-        for start in range(0, len(pool), BATCH_SIZE):
-            forward_with_head(module, head, taps, torch.as_tensor(pool[start : start + BATCH_SIZE]))
+        for start in range(0, len(pool), batch_size):
+            forward_with_head(module, head, taps, torch.as_tensor(pool[start : start + batch_size]))
 
 
 def measure_query(name, repeats, n_pool):
@@ -271,11 +275,29 @@ def measure_query(name, repeats, n_pool):
         "tidal_margin": lambda: tidal_margin(net, pool, 100),
         "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
     }
-    times = interleaved(runs, repeats)
+    floors = {
+        f"floor_{size}": (lambda size=size: bare_forward_with_head(net, pool, size))
+        for size in FLOOR_BATCH_SIZES
+    }
+    times = interleaved({**runs, **floors}, repeats)
     flops = {key: count_flops(run) for key, run in runs.items()}
-    result = {"backbone": name, "n_pool": n_pool, "batch_size": BATCH_SIZE, "times": times, "flops": flops}
+    result = {
+        "backbone": name,
+        "n_pool": n_pool,
+        "batch_size": BATCH_SIZE,
+        "scoring_batch_size": net.scoring_batch_size(pool),
+        "times": times,
+        "flops": flops,
+    }
     result["head_flop_ratio"] = flops["bare_forward_with_head"] / flops["bare_forward"]
     result.update({f"{key}_s": float(np.median(t)) for key, t in times.items()})
+    # per repeat, the fastest floor of that repeat: the ratios pair runs made side by side
+    fastest = np.min([times[key] for key in floors], axis=0)
+    times["fastest_floor"] = fastest.tolist()
+    result["fastest_floor_s"] = float(np.median(fastest))
+    result["fastest_floor_batch"] = min(FLOOR_BATCH_SIZES, key=lambda size: result[f"floor_{size}_s"])
+    for strategy in ("tidal_entropy", "tidal_margin", "entropy_sampling"):
+        result[f"{strategy}_vs_fastest_floor"] = median_ratio(times[strategy], fastest)
     for strategy in ("tidal_entropy", "tidal_margin"):
         result[f"{strategy}_vs_entropy_sampling"] = median_ratio(times[strategy], times["entropy_sampling"])
         result[f"{strategy}_vs_bare_forward"] = median_ratio(times[strategy], times["bare_forward"])
@@ -467,8 +489,8 @@ def markdown(results):
         "",
         "*bare*: a `no_grad` eval-mode forward pass of the backbone over the pool; *bare + head*: "
         "the same through backbone and TD head, the floor of any TiDAL scoring. *FLOPs bare + head "
-        "/ bare*: the head's share of one pass, in counted FLOPs (a tidal_* query counts exactly "
-        "the FLOPs of bare + head).",
+        "/ bare*: the head's share of one pass, in counted FLOPs (a tidal_* query counts those of "
+        "bare + head, and one row more: the pass that sizes its batches).",
         "",
         "| backbone | pool | bare s | bare + head s | entropy_sampling s | tidal_entropy s "
         "| tidal_margin s | tidal_entropy / entropy_sampling | tidal_entropy / bare "
@@ -487,6 +509,31 @@ def markdown(results):
             f"| {verdict(r, 'tidal_margin', 'entropy_sampling', TARGETS['query_vs_entropy_sampling'])} "
             f"| {verdict(r, 'tidal_margin', 'bare_forward', TARGETS['query_vs_bare_forward'])} "
             f"| {r['tidal_margin_vs_bare_forward_with_head']:.3f} | {r['head_flop_ratio']:.3f} |"
+        )
+    lines += [
+        "",
+        "### Against the fastest floor",
+        "",
+        "*floor at b*: the bare forward pass through module and TD head at b rows per batch; "
+        "*fastest floor*: the fastest of them in each repeat, the physical floor of scoring a pool. "
+        "The strategies score at the net's scoring batch size (`scoring_batch_size`: "
+        "`iterator_valid__batch_size` if set, else 16 MiB of input, at most 4,096 rows).",
+        "",
+        "| backbone | scoring batch | " + " | ".join(f"floor at {b} s" for b in FLOOR_BATCH_SIZES)
+        + " | tidal_entropy / fastest floor | tidal_margin / fastest floor "
+        "| entropy_sampling / fastest floor |",
+        "|---|---|" + "---|" * len(FLOOR_BATCH_SIZES) + "---|---|---|",
+    ]
+    for r in results.get("query", []):
+        if "fastest_floor_s" not in r:
+            continue
+        floors = " | ".join(f"{r[f'floor_{b}_s']:.3f}" for b in FLOOR_BATCH_SIZES)
+        target = TARGETS["query_vs_fastest_floor"]
+        lines.append(
+            f"| {r['backbone']} | {r['scoring_batch_size']} | {floors} "
+            f"| {verdict(r, 'tidal_entropy', 'fastest_floor', target)} "
+            f"| {verdict(r, 'tidal_margin', 'fastest_floor', target)} "
+            f"| {verdict(r, 'entropy_sampling', 'fastest_floor', target)} |"
         )
     lines += [
         "",

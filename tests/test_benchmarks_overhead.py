@@ -19,7 +19,8 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     )  # fmt: skip
     assert [(r["backbone"], r["td_hidden"]) for r in results["fit"]] == overhead.FIT_RUNS
     assert [r["backbone"] for r in results["query"]] == list(overhead.BACKBONES)
-    sides = {"fit": 4, "query": 5, "disal": 5}  # every side was timed once per repeat
+    # every side was timed once per repeat (the query's five, its floors, and the fastest floor)
+    sides = {"fit": 4, "query": 5 + len(overhead.FLOOR_BATCH_SIZES) + 1, "disal": 5}
     for part, n_sides in sides.items():
         for r in results[part]:
             assert len(r["times"]) == n_sides and all(len(t) == 2 and min(t) > 0 for t in r["times"].values())
@@ -27,9 +28,10 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
         # the head adds work; the floor does exactly TiDAL's, whichever way the rows are read
         assert r["flops"]["floor"] == r["flops"]["tidal"] == r["flops"]["tidal_rows"] > r["flops"]["plain"]
     for r in results["query"]:
-        assert (
-            r["flops"]["tidal_entropy"] == r["flops"]["bare_forward_with_head"] > r["flops"]["bare_forward"]
-        )
+        # a query does the floor's work, plus one row through the module that sizes its batches
+        one_row = r["flops"]["bare_forward"] // r["n_pool"]
+        assert r["flops"]["tidal_entropy"] == r["flops"]["bare_forward_with_head"] + one_row
+        assert r["flops"]["bare_forward_with_head"] > r["flops"]["bare_forward"]
     # the mlp (784 -> 256 -> 256 -> 10) and its head (256 -> 128 -> 10): per row multiply-adds
     backbone, head = 784 * 256 + 256 * 256 + 256 * 10, 256 * 128 + 128 * 10
     assert results["query"][0]["head_flop_ratio"] == pytest.approx((backbone + head) / backbone)
@@ -61,6 +63,11 @@ PLANTED = {
     "no_recording": [1.0, 2.0, 4.0],
     "recording": [3.0, 2.0, 4.0],  # / no recording: 1
     "disal": [2.0, 10.0, 8.0],  # / bare + head: 4/3; / tidal_entropy: 2/3, 5, 2 -> 2
+    # the fastest floor of each repeat: 1, 2, 0.5; tidal_entropy / it: 3, 1, 8 -> 3
+    "floor_128": [4.0, 2.0, 4.0],
+    "floor_512": [1.0, 3.0, 4.0],
+    "floor_1024": [2.0, 3.0, 0.5],
+    "floor_4096": [5.0, 5.0, 5.0],
 }
 
 
@@ -84,6 +91,9 @@ def test_ratios_are_medians_of_the_per_repeat_ratios(planted_times):
     assert query["tidal_margin_vs_bare_forward"] == 2.0
     assert query["tidal_margin_vs_bare_forward_with_head"] == pytest.approx(4 / 3)
     assert query["tidal_margin_vs_entropy_sampling"] == 10.0
+    assert query["times"]["fastest_floor"] == [1.0, 2.0, 0.5]
+    assert query["tidal_entropy_vs_fastest_floor"] == 3.0  # not the ratio to any one floor
+    assert query["fastest_floor_batch"] == 1024  # the floor of the lowest median: 2 (4, 3, 2, 5)
 
     disal = overhead.measure_disal("mlp", 3, n_train=64, epochs=1, n_pool=256)
     assert (disal["fit_ratio"], disal["disal_vs_tidal_entropy"]) == (1.0, 2.0)

@@ -12,7 +12,7 @@ from skorch.dataset import Dataset, ValidSplit
 from torch import nn
 from torch.utils.data import default_collate
 
-from tidal_modal import TiDALNetClassifier
+from tidal_modal import TiDALNetClassifier, tidal_entropy
 from tidal_modal.dynamics import collate_rows
 from tidal_modal.net import softmax_rows_
 
@@ -710,3 +710,56 @@ class TestCallbacksMayRunTheModule:
         assert net.predict_td(X[:5]).shape == (5, 10)
         net.set_params(callbacks__trajectory=None, warm_start=False).fit(X[keep][:200], y[keep][:200])
         assert net.classes_.tolist() == list(range(10))
+
+
+class TestScoringBatch:
+    """Scoring has a batch size of its own; the results do not depend on it."""
+
+    @pytest.fixture(scope="class")
+    def trained(self):
+        rng = np.random.RandomState(0)
+        X = rng.randn(300, 20).astype(np.float32)
+        y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+        layers = [nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2)]
+        module = nn.Sequential(*layers)
+        torch.manual_seed(0)
+        return TiDALNetClassifier(module, batch_size=16, max_epochs=3, verbose=0).fit(X, y), X
+
+    def batch_sizes(self, net, X):
+        seen = []
+        handle = net.module_.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+        try:
+            net.predict_td(X)
+        finally:
+            handle.remove()
+        return seen
+
+    def test_the_default_is_large_and_an_explicit_one_is_kept(self, trained):
+        net, X = trained
+        pool = np.concatenate([X] * 20)  # 6,000 rows of 80 bytes, 600 with the layers' outputs
+        assert net._bytes_per_row(torch.as_tensor(pool[:1])) == 80 + 4 * (32 + 32 + 32 + 32 + 2)
+        # 8 MiB / 600 bytes, capped at 4,096 rows (the one-row pass that measures a row is unseen)
+        assert self.batch_sizes(net, pool) == [4096, 6000 - 4096]
+        explicit = pickle.loads(pickle.dumps(net))
+        # as its constructor sets it (skorch's set_params refuses iterator_* once initialized)
+        explicit.iterator_valid__batch_size = 1000
+        assert self.batch_sizes(explicit, pool) == [1000] * 6
+        cnn = TiDALNetClassifier(
+            nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 2)),
+            batch_size=16,
+        ).initialize()
+        images = np.zeros((3, 3, 16, 16), dtype=np.float32)  # 3 kB a row, 16 kB each layer's output
+        assert cnn.scoring_batch_size(images) == 2**23 // (4 * 16 * 16 * (3 + 16 + 16 + 16) + 8) == 160
+        assert cnn.set_params(batch_size=256).scoring_batch_size(images) == 256  # at least training's
+
+    def test_scores_and_queries_do_not_depend_on_the_batch(self, trained):
+        net, X = trained
+        reference_td, reference_proba = net.predict_td(X, return_proba=True)
+        reference_query = tidal_entropy(net, X, n_instances=20)
+        for size in (1, 7, 128, 4096):
+            copy = pickle.loads(pickle.dumps(net))
+            copy.iterator_valid__batch_size = size
+            td, proba = copy.predict_td(X, return_proba=True)
+            np.testing.assert_allclose(td, reference_td, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(proba, reference_proba, rtol=1e-5, atol=1e-7)
+            np.testing.assert_array_equal(tidal_entropy(copy, X, n_instances=20), reference_query)

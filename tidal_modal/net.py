@@ -1,6 +1,7 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -70,6 +71,12 @@ def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
             "TiDALNetClassifier reads a list as rows, as scikit-learn does. Pass several inputs as a "
             "tuple (X1, X2) or as a dict {'name': X1, ...} of the module's forward arguments."
         )
+
+
+#: Bytes of input and layer outputs of one scoring batch (:meth:`TiDALNetClassifier.scoring_batch_size`).
+SCORING_BATCH_BYTES = 8 * 2**20
+#: Most rows of one scoring batch: past a few thousand rows a CPU pass gains nothing more.
+SCORING_BATCH_ROWS = 4096
 
 
 def td_head_file(f_params: str | os.PathLike) -> str:
@@ -714,10 +721,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
         ``X`` must match the net's training data (every prediction goes through here; the checks
         read shapes, and each batch is checked for NaN as it is read). Arrays (memory-mapped ones
-        too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
-        ``batch_size``) rows instead of going through a ``Dataset`` row by row and
-        ``default_collate``: on small networks that per-row path costs more than the forward pass
-        itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
+        too) and tensors are sliced into batches of :meth:`scoring_batch_size` rows
+        (``iterator_valid__batch_size`` if you set it) instead of going through a ``Dataset``
+        row by row and ``default_collate``: on small networks that per-row path costs more than
+        the forward pass itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
         never fitted predicts with its initial weights.
         """
         X = check_predict_input(self, X)
@@ -746,14 +753,94 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def _batches(self, X):
         """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`)."""
         if not is_sliceable(X):
-            for batch in self.get_iterator(self.get_dataset(X), training=False):
+            for batch in self._scoring_iterator(self.get_dataset(X)):
                 yield unpack_data(batch)[0]
             return
-        batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
-        for Xi in iter_slices(X, batch_size):
+        for Xi in iter_slices(X, self.scoring_batch_size(X)):
             Xi = torch.as_tensor(Xi)  # no copy; torch reduces a batch faster than numpy
             check_finite_batch(Xi)
             yield Xi
+
+    def scoring_batch_size(self, X: InputData) -> int:
+        """Rows per batch when the net scores or predicts on an array or tensor ``X``.
+
+        ``iterator_valid__batch_size`` when you set it, as in skorch. Otherwise as many rows as
+        keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES` (8 MiB,
+        about a CPU's cache), at most :data:`SCORING_BATCH_ROWS` (4,096) and at least the
+        training ``batch_size``. The bytes of a row are measured by one forward pass of one row
+        of ``X``. Scoring keeps no gradients, and on small networks the batch size decides the
+        cost of a pass over the pool more than the network does: small batches pay Python's
+        per-batch cost, batches whose activations overflow the cache pay memory traffic. A
+        Dataset pool is read by skorch's ``iterator_valid`` as set.
+
+        Parameters
+        ----------
+        X : array-like or tensor
+            The rows to score.
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from torch import nn
+        >>> from tidal_modal import TiDALNetClassifier
+        >>> net = TiDALNetClassifier(nn.Linear(784, 10), batch_size=32).initialize()
+        >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))  # 3,176 bytes a row
+        2641
+        >>> net.iterator_valid__batch_size = 256  # skorch's parameter wins
+        >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))
+        256
+        """
+        params = self.get_params_for("iterator_valid")
+        if "batch_size" in params:
+            return params["batch_size"]
+        return self._batch_size_for(torch.as_tensor(next(iter_slices(X, 1))))
+
+    def _batch_size_for(self, row):
+        """The scoring batch size for rows like ``row`` (a batch of one), by the rule above."""
+        rows = min(SCORING_BATCH_ROWS, max(1, SCORING_BATCH_BYTES // self._bytes_per_row(row)))
+        return max(rows, self.batch_size) if self.batch_size and self.batch_size > 0 else rows
+
+    def _scoring_iterator(self, dataset):
+        """skorch's ``iterator_valid`` over a Dataset, at the scoring batch size of its rows."""
+        params = self.get_params_for("iterator_valid")
+        first = dataset[0] if len(dataset) and "batch_size" not in params else None
+        x = first[0] if isinstance(first, (tuple, list)) else first
+        if not isinstance(x, (np.ndarray, torch.Tensor)):  # set, or rows we cannot measure: skorch's
+            return self.get_iterator(dataset, training=False)
+        batch_size = self._batch_size_for(torch.as_tensor(x)[None])
+        return self.iterator_valid(dataset, **{**params, "batch_size": batch_size})
+
+    def _bytes_per_row(self, row):
+        """Bytes of ``row`` (a batch of one) and of every layer's output for it (one forward pass)."""
+        sizes = [row.nelement() * row.element_size()]
+        module = unwrap(self.module_)
+        lazy = any(isinstance(p, UninitializedParameter) for p in module.parameters())
+        if module is not self.module_ or lazy:
+            # compiled (new hooks would make it compile again) or lazy (its own hooks shape it): guessed
+            return sizes[0] * 4
+
+        def count(layer, args, output):
+            if isinstance(output, torch.Tensor):
+                sizes.append(output.nelement() * output.element_size())
+
+        # the hooks of the module (yours, a strategy's) do not see this pass: they are set aside
+        saved = [(m, m.training, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+        try:
+            for m, *_ in saved:
+                m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
+                if next(m.children(), None) is None:
+                    m.register_forward_hook(count)
+            module.eval()  # one row through batch norm, and no statistics moved
+            with torch.no_grad():
+                self.infer(row)
+        finally:
+            for m, training, hooks, pre_hooks in saved:
+                m.training, m._forward_hooks, m._forward_pre_hooks = training, hooks, pre_hooks
+        return max(1, sum(sizes))
 
     def _to_device(self, outputs, device):
         # outputs already on the requested device are not sent through to_device
