@@ -763,3 +763,34 @@ class TestScoringBatch:
             np.testing.assert_allclose(td, reference_td, rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(proba, reference_proba, rtol=1e-5, atol=1e-7)
             np.testing.assert_array_equal(tidal_entropy(copy, X, n_instances=20), reference_query)
+
+
+class TestScoringPrecision:
+    def test_bfloat16_scoring_gives_float32_scores_close_to_full_precision(self, tiny):
+        X, y = tiny
+        torch.manual_seed(0)
+        net = tiny_net(module__dropout=0.0).fit(X, y)
+        full_td, full_proba = net.predict_td(X, return_proba=True)
+        low = pickle.loads(pickle.dumps(net)).set_params(scoring_dtype="bfloat16")
+        td, proba = low.predict_td(X, return_proba=True)
+        assert td.dtype == proba.dtype == np.float32 and low.forward(X).dtype == torch.float32
+        np.testing.assert_allclose(td, full_td, atol=0.02)  # bfloat16: 3 significant digits
+        np.testing.assert_allclose(proba, full_proba, atol=0.02)
+        assert not np.array_equal(td, full_td)  # it did run in bfloat16
+        low.partial_fit(X, y)  # training stays in the module's precision
+        assert low.module_.out.weight.dtype == torch.float32
+
+    @pytest.mark.cuda
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+    def test_a_cpu_pool_is_scored_on_the_gpu_as_on_the_cpu(self, tiny):
+        X, y = tiny
+        torch.manual_seed(0)
+        net = tiny_net(module__dropout=0.0).fit(X, y)
+        expected = net.predict_td(X)
+        gpu = pickle.loads(pickle.dumps(net))
+        gpu.module_.cuda()
+        gpu.td_head_.cuda()
+        gpu.device = "cuda"
+        np.testing.assert_allclose(gpu.predict_td(X), expected, rtol=1e-4, atol=1e-6)  # pinned copies
+        gpu.scoring_dtype = "bfloat16"
+        np.testing.assert_allclose(gpu.predict_td(X), expected, atol=0.02)

@@ -90,6 +90,15 @@ def _is_path(f):
     return isinstance(f, (str, os.PathLike))
 
 
+def _as_float32(outputs):
+    """Half-precision outputs (of an autocast pass) in float32, for the scores; others as they are."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_as_float32(o) for o in outputs)
+    return outputs
+
+
 def _embeds_input(module):
     """Whether integer input to ``module`` are indices (it has an embedding layer), not values."""
     return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules())
@@ -161,6 +170,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         fits with ``set_params`` without re-initialising the module.
     td_hidden : int, default=128
         Width of each TD-head branch.
+    scoring_dtype : torch.dtype, {"bfloat16", "float16"} or None, default=None
+        Run prediction and pool scoring (not training) under ``torch.autocast`` in this
+        precision, e.g. ``"bfloat16"`` on a GPU; outputs, probabilities and scores are computed
+        in float32 from the low-precision logits. ``None``: the module's own precision.
     *args
         skorch's positional parameters, after ``module`` (rarely used).
     criterion, train_split
@@ -235,6 +248,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         td_layers: str | Sequence[str] | None = None,
         td_weight: float = 1.0,
         td_hidden: int = 128,
+        scoring_dtype: torch.dtype | str | None = None,
         criterion: type[nn.Module] | nn.Module = nn.CrossEntropyLoss,
         train_split: Callable | None = None,
         **kwargs: Any,
@@ -245,6 +259,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self.td_layers = td_layers
         self.td_weight = td_weight
         self.td_hidden = td_hidden
+        self.scoring_dtype = scoring_dtype
 
     @property
     def _default_callbacks(self):
@@ -730,8 +745,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         X = check_predict_input(self, X)
         self._set_training(training)
         for Xi in self._batches(X):
-            with torch.set_grad_enabled(training):
-                yield self._to_device(self.infer(Xi), device)
+            with torch.set_grad_enabled(training), self._scoring_precision(training):
+                yield self._to_device(_as_float32(self.infer(Xi)), device)
 
     def forward_td_iter(
         self, X: InputData, device: str | torch.device = "cpu"
@@ -747,8 +762,17 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def _forward_td_checked(self, X, device):
         self._set_training(False)
         for Xi in self._batches(X):
-            with torch.no_grad():
-                yield self._to_device(self.infer_td(Xi)[1:], device)
+            with torch.no_grad(), self._scoring_precision():
+                yield self._to_device(_as_float32(self.infer_td(Xi)[1:]), device)
+
+    def _scoring_precision(self, training=False):
+        """``torch.autocast`` in ``scoring_dtype`` for a prediction pass (none while training)."""
+        if self.scoring_dtype is None or training:
+            return nullcontext()
+        dtype = self.scoring_dtype
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        device_type = torch.device(self.device or "cpu").type
+        return torch.autocast(device_type, dtype=dtype)
 
     def _batches(self, X):
         """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`)."""
@@ -756,9 +780,13 @@ class TiDALNetClassifier(NeuralNetClassifier):
             for batch in self._scoring_iterator(self.get_dataset(X)):
                 yield unpack_data(batch)[0]
             return
+        to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
         for Xi in iter_slices(X, self.scoring_batch_size(X)):
             Xi = torch.as_tensor(Xi)  # no copy; torch reduces a batch faster than numpy
             check_finite_batch(Xi)
+            if to_gpu and Xi.device.type == "cpu":
+                # page-locked, so that the copy runs asynchronously, next to the GPU's work
+                Xi = Xi.pin_memory().to(self.device, non_blocking=True)
             yield Xi
 
     def scoring_batch_size(self, X: InputData) -> int:
