@@ -15,10 +15,13 @@ on a shared one the ratios say what the machine gave.
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -35,12 +38,43 @@ def wall_time(target_rows, rows_per_s_one, efficiency, workers):
     return target_rows / (workers * rows_per_s_one * (efficiency if workers > 1 else 1.0))
 
 
+def _spin(iterations):
+    """Seconds of a fixed single-thread torch workload (matmuls of a 256 x 256 matrix)."""
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 256, generator=generator) / 16
+    start = time.perf_counter()
+    for _ in range(iterations):
+        a = torch.tanh(a @ a)
+    return time.perf_counter() - start
+
+
+def raw_scaling(iterations=2000):
+    """What the machine gives two processes of plain single-thread torch work: throughput of two
+    at once over one alone (2.0 on two free cores). The engines' ratios are measured against it."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_spin, [iterations // 10] * 2))  # start both processes, warm up
+        one = pool.submit(_spin, iterations).result()
+        both = list(pool.map(_spin, [iterations] * 2))
+    return {"one_process_s": one, "two_processes_s": both, "ratio": 2 * one / max(both)}
+
+
 def hours(seconds):
     return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
-def summary(training, dask, target_rows, workers, meta):
-    """The Markdown summary: both tables and the calculation."""
+def efficiencies(training, dask, raw):
+    """Each engine's two-process (two-worker) ratio over the machine's raw one."""
+    two_training = next((r for r in training if r.get("processes") == 2), None)
+    two_dask = next((r for r in dask if r["workers"] == 2), None)
+    return {
+        "accelerate_training": two_training["ratio_to_one_process"] / raw["ratio"] if two_training else None,
+        "dask_scoring": two_dask["ratio_to_one_worker"] / raw["ratio"] if two_dask else None,
+    }
+
+
+def summary(training, dask, target_rows, workers, meta, raw=None):
+    """The Markdown summary: both tables, the efficiencies against the raw scaling, the calculation."""
     lines = [
         "# Scaling out, measured",
         "",
@@ -75,6 +109,23 @@ def summary(training, dask, target_rows, workers, meta):
     for r in dask:
         ratio = "-" if r["ratio_to_one_worker"] is None else f"{r['ratio_to_one_worker']:.2f}"
         lines.append(f"| {r['setting']} | {r['rows_per_s']:,.0f} | {ratio} |")
+    if raw is not None:
+        eff = efficiencies(training, dask, raw)
+        lines += [
+            "",
+            "## Against what the machine gives",
+            "",
+            f"Two processes of plain single-thread torch work (matmuls) run {raw['ratio']:.2f}x as fast as "
+            "one, measured in the same run. Efficiency: an engine's ratio at two over that (target >= 0.93).",
+            "",
+            "| engine | ratio at two | efficiency |",
+            "|---|---:|---:|",
+        ]
+        names = {"accelerate_training": "Accelerate training", "dask_scoring": "Dask scoring"}
+        for key, value in eff.items():
+            name = names[key]
+            if value is not None:
+                lines.append(f"| {name} | {value * raw['ratio']:.2f} | {value:.2f} |")
     one = next(r for r in dask if r["workers"] == 1)
     two = next((r for r in dask if r["workers"] == 2), None)
     efficiency = two["rows_per_s"] / (2 * one["rows_per_s"]) if two else 1.0
@@ -151,6 +202,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     load_at_start = os.getloadavg()
+    raw = raw_scaling()
     training = scaling_training.measure(
         args.processes, args.train_rows, args.epochs, args.batch_size, args.gather_rows
     )
@@ -170,11 +222,13 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "training.json").write_text(json.dumps({**meta, "results": training}, indent=2) + "\n")
     scaling_dask.write(dask, args.out_dir, meta)
-    text, efficiency = summary(training, dask, args.target_rows, args.calc_workers, meta)
+    text, efficiency = summary(training, dask, args.target_rows, args.calc_workers, meta, raw)
     (args.out_dir / "summary.md").write_text(text)
     (args.out_dir / "scaling.json").write_text(
         json.dumps(
-            {**meta, "training": training, "dask": dask, "dask_efficiency_at_two": efficiency}, indent=2
+            {**meta, "raw": raw, "efficiency": efficiencies(training, dask, raw), "training": training,
+             "dask": dask, "dask_efficiency_at_two": efficiency},  # fmt: skip
+            indent=2,
         )
         + "\n"
     )

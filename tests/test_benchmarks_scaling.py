@@ -38,3 +38,19 @@ def test_two_training_processes_are_timed():
     assert two["processes"] == 2 and len(two["epoch_s"]) == 1
     assert two["samples_per_s"] > 0 and plain["ratio_to_one_process"] == 1.0
     assert 0 < two["td_gather_share_of_epoch"] < 1 and len(two["td_gather_large_s"]) == 5
+
+
+def test_raw_scaling_runs_two_processes_and_the_efficiencies_divide_by_it():
+    raw = scaling.raw_scaling(iterations=50)
+    assert raw["one_process_s"] > 0 and len(raw["two_processes_s"]) == 2
+    assert raw["ratio"] == 2 * raw["one_process_s"] / max(raw["two_processes_s"])
+    training = [{"processes": 2, "ratio_to_one_process": 1.6}]
+    dask = [{"workers": 2, "ratio_to_one_worker": 1.8}]
+    eff = scaling.efficiencies(training, dask, {"ratio": 2.0})
+    assert eff == {"accelerate_training": pytest.approx(0.8), "dask_scoring": pytest.approx(0.9)}
+    meta = {"arguments": "", "machine": "m", "load_average_at_start": [0.1], "load_average_at_end": [0.2],
+            "gather_rows": 10}  # fmt: skip
+    dask = [{"setting": "1", "workers": 1, "rows_per_s": 10.0, "ratio_to_one_worker": 1.0}, *dask]
+    dask[1].update(setting="2", rows_per_s=18.0)
+    text, _ = scaling.summary([], dask, 1e6, [1], meta, {"ratio": 2.0})
+    assert "| Dask scoring | 1.80 | 0.90 |" in text
