@@ -3,13 +3,15 @@ predict as they did; a file that cannot be loaded says which release wrote it.""
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import tidal_modal
-from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_margin
+from tidal_modal import CheckpointError, TiDALActiveLearner, TiDALNetClassifier, tidal_margin
+from tidal_modal.checkpoint import read_header
 
 from .fixtures.make_fixtures import HERE, NET, make_data, make_net
 
@@ -57,12 +59,41 @@ class TestFilesOfEarlierReleases:
 
     def test_saved_learner(self, release):
         folder, manifest, X, y = release
-        learner = TiDALActiveLearner.load(folder / "learner.ckpt")
+        learner = TiDALActiveLearner.load(folder / "learner.ckpt", allow_pickle=True)  # either format
         expected = manifest["expected"]["learner"]
         assert learner.query_strategy is tidal_margin
         np.testing.assert_array_equal(learner.y_training, y[: expected["n_labeled"]])
         np.testing.assert_allclose(learner.predict_proba(X), expected["proba"], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(learner.query(X[40:], n_instances=5)[0], expected["query"])
+
+    def test_saved_learner_loads_without_pickle_once_in_format_2(self, release, tmp_path, monkeypatch):
+        """0.1.0 saved learners as pickles (format 1): loading one says to pass allow_pickle=True,
+        without unpickling anything, and saved again it is format 2. From 0.2.0 on, save writes
+        format 2, which loads without pickle and predicts as it did."""
+        folder, manifest, X, y = release
+        source = folder / "learner.ckpt"
+        if read_header(source)["format"] == 1:
+            with monkeypatch.context() as patched:
+                patched.setattr(pickle, "load", lambda file: pytest.fail("unpickled without allow_pickle"))
+                message = (
+                    rf"format 1, written by tidal_modal {re.escape(manifest['tidal_modal'])} at .*a pickle.* "
+                    r"load it with load\(path, allow_pickle=True\)"
+                )
+                with pytest.raises(CheckpointError, match=message):
+                    TiDALActiveLearner.load(source)
+            TiDALActiveLearner.load(source, allow_pickle=True).save(tmp_path / "learner.ckpt")
+            source = tmp_path / "learner.ckpt"
+        assert read_header(source)["format"] == 2
+        monkeypatch.setattr(pickle, "load", lambda file: pytest.fail("unpickled a file of format 2"))
+        monkeypatch.setattr(pickle, "loads", lambda data: pytest.fail("unpickled a file of format 2"))
+        learner = TiDALActiveLearner.load(source)
+        expected = manifest["expected"]["learner"]
+        assert learner.query_strategy is tidal_margin
+        np.testing.assert_array_equal(learner.y_training, y[: expected["n_labeled"]])
+        np.testing.assert_allclose(learner.predict_proba(X), expected["proba"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(learner.query(X[40:], n_instances=5)[0], expected["query"])
+        learner.teach(X[40:45], y[40:45])  # and it trains on
+        assert len(learner.y_training) == expected["n_labeled"] + 5
 
 
 @pytest.fixture(scope="module")

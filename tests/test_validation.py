@@ -117,8 +117,10 @@ class TestFitInput:
             (np.full((60, 4), np.inf, np.float32), "infinity"),
             (np.full((60, 4), "a"), "strings"),
             (np.full((60, 4), "a", dtype=object), "could not convert"),
+            (pd.DataFrame({"a": ["x"] * 60, "b": 1.0}), r"non-numeric column\(s\): \['a' \(.*OneHotEncoder"),
+            (torch.zeros((60, 4), dtype=torch.complex64), "complex numbers"),
         ],
-        ids=["1d", "empty", "nan", "inf", "strings", "object-strings"],
+        ids=["1d", "empty", "nan", "inf", "strings", "object-strings", "frame-strings", "complex-tensor"],
     )
     def test_bad_X_raises_and_keeps_the_fitted_net(self, fresh_fit, X, match):
         net, _, y = fresh_fit
@@ -314,8 +316,24 @@ class TestPredictInput:
             (torch.zeros(4), "2-D"),
             (torch.zeros((0, 4)), "0 rows"),
             (torch.full((5, 4), np.inf), "NaN or infinity"),
+            (torch.zeros((5, 4), dtype=torch.complex64), "complex numbers"),
+            (
+                pd.DataFrame(np.zeros((5, 4))).astype({0: "category"}),
+                r"non-numeric column\(s\): \[0 \(category\)",
+            ),
         ],
-        ids=["features", "1d", "empty", "nan", "strings", "tensor-1d", "tensor-empty", "tensor-inf"],
+        ids=[
+            "features",
+            "1d",
+            "empty",
+            "nan",
+            "strings",
+            "tensor-1d",
+            "tensor-empty",
+            "tensor-inf",
+            "tensor-complex",
+            "frame-category",
+        ],
     )
     @pytest.mark.parametrize("method", ["predict_td", "predict_proba", "predict"])
     def test_bad_pool(self, fitted, X, match, method):

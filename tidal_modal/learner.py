@@ -41,6 +41,15 @@ def _check_rows(X, y):
     """One label per row, before anything is stored or fitted."""
     if X is None or y is None:
         raise ValueError("Both X and y are needed: the rows and one label per row.")
+    if np.isscalar(y) or getattr(y, "ndim", None) == 0:
+        raise ValueError(
+            f"y is a single label ({y!r}); pass one label per row in a sequence, e.g. teach(X[[i]], [label])."
+        )
+    if getattr(X, "ndim", 2) == 1:  # what X[i] of an array, a tensor or a Series is
+        raise ValueError(
+            f"X is 1-D (shape {tuple(X.shape)}): one row, or one feature? Pass rows as a 2-D array: "
+            "X[[i]] or X.reshape(1, -1) for one row, X.reshape(-1, 1) for one feature."
+        )
     n_rows, n_labels = num_rows(X), num_rows(y)
     if n_rows != n_labels:
         raise ValueError(f"X has {n_rows} rows but y has {n_labels} labels; give one label per row.")
@@ -120,6 +129,15 @@ class TiDALActiveLearner(ActiveLearner):
             Their labels.
         *args, **kwargs
             As in :meth:`modAL.models.ActiveLearner.teach`.
+
+        Raises
+        ------
+        ValueError
+            Before anything is stored: a 1-D ``X`` or a single label, rows and labels of other
+            lengths, rows that do not fit the labeled data (another row shape; a DataFrame with
+            other columns, which in another order are aligned by name; values its dtype cannot
+            hold, such as fractional labels for integer ones). Then whatever the fit raises; the
+            learner is restored either way.
         """
         # modAL builds new arrays when it appends, so keeping the references is a snapshot
         X_training, y_training = self.X_training, self.y_training
@@ -167,16 +185,27 @@ class TiDALActiveLearner(ActiveLearner):
         self.X_training, self.y_training = X, y
         return self._fit_to_known(bootstrap=bootstrap, **fit_kwargs)
 
-    def save(self, path: str | os.PathLike, *, metadata: Any = None) -> None:
+    def save(self, path: str | os.PathLike, *, metadata: Any = None, allow_pickle: bool = False) -> None:
         """Write the whole learner to ``path``, atomically: a crash leaves the old file or the new one.
 
-        Saved: the estimator (a net, or a Pipeline and its net, with weights, optimizer state,
-        history and training dynamics), ``X_training`` / ``y_training``, the query strategy
-        (a function defined at the top level of a module, or a ``functools.partial`` of one),
-        and the states of the global random generators (Python's, numpy's, torch's, CUDA's if
-        in use), which :meth:`load` restores only if asked to. The file's header records the
-        format and the release of tidal_modal that wrote it. See :mod:`tidal_modal.checkpoint`
-        for the layout and the loop that saves after every ``teach``.
+        Saved: the estimator (a net with its weights, TD head, optimizer state, history, training
+        dynamics and trajectory), ``X_training`` / ``y_training``, the query strategy (a function
+        defined at the top level of a module, or a ``functools.partial`` of one), and the states
+        of the global random generators (Python's, numpy's, torch's, CUDA's if in use), which
+        :meth:`load` restores only if asked to. The file's header records the format and the
+        release of tidal_modal that wrote it. See :mod:`tidal_modal.checkpoint` for the layout
+        and the loop that saves after every ``teach``.
+
+        By default the file is format 2, which :meth:`load` reads without pickle: weights and
+        tensors as safetensors, arrays as ``.npy``, the rest as JSON, with classes and functions
+        (the module's class, the strategy, the optimizer) stored by import path. It holds a
+        :class:`~tidal_modal.TiDALNetClassifier` (or another skorch net) whose module is given as
+        a class or as an instance of importable ``torch.nn.Module`` classes (e.g. an
+        ``nn.Sequential`` of torch layers), labeled data in numpy arrays (memory-mapped ones
+        too: their rows are written into the file, and load as an in-memory array) or torch
+        tensors, and skorch callbacks whose attributes are their constructor's parameters.
+        Anything else is refused before anything is written, with an error that names it and
+        why; ``allow_pickle=True`` then saves it in the pickled format 1.
 
         Parameters
         ----------
@@ -186,23 +215,44 @@ class TiDALActiveLearner(ActiveLearner):
             Kept in the file's header and returned by ``load(path, return_metadata=True)``,
             saved in the same atomic write as the learner: e.g. the indices of the pool rows
             labeled so far, so that the pool and the labeled data cannot disagree after a crash.
+            It must load back equal: dicts with string keys, lists, strings, finite numbers,
+            booleans and None (no tuples, numpy scalars or NaN).
+        allow_pickle : bool, default=False
+            Write format 1, a pickle of the whole learner: for what format 2 cannot hold (a
+            scikit-learn Pipeline, a module or strategy defined in ``__main__``, a module with
+            hooks, a callback with state beyond its parameters such as ``LRScheduler``, a
+            DataFrame or a Dataset as labeled data). Such a file needs ``load(path,
+            allow_pickle=True)``, and unpickling can run code: load only files you trust.
 
         Raises
         ------
         TypeError
-            The query strategy cannot be pickled (a lambda or a function defined inside
-            another function), or ``metadata`` is not JSON data; raised before anything is
-            written.
+            Raised before anything is written: the query strategy cannot be saved (a lambda or a
+            function defined inside another function), ``metadata`` holds a value JSON would not
+            give back equal (the message names where, e.g. ``metadata['labeled'][3]``, and the
+            conversion), or, without ``allow_pickle``, a part of the learner that format 2 cannot
+            hold (named, e.g. ``learner.estimator.module``, with the reason).
+        ValueError
+            ``metadata`` holds a NaN or an infinite float.
         """
-        save_learner(self, path, metadata=metadata)
+        save_learner(self, path, metadata=metadata, allow_pickle=allow_pickle)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, *, restore_rng: bool = False, return_metadata: bool = False
+        cls,
+        path: str | os.PathLike,
+        *,
+        restore_rng: bool = False,
+        return_metadata: bool = False,
+        allow_pickle: bool = False,
     ) -> "TiDALActiveLearner | tuple[TiDALActiveLearner, Any]":
         """Read a learner written by :meth:`save`, in this process or another one.
 
-        Only load files you trust: the learner is unpickled, and unpickling can run code.
+        A file of format 2 (what :meth:`save` writes by default) is read without pickle: its
+        arrays with ``allow_pickle=False``, its tensors with safetensors; the classes and
+        functions it names (the module's class, the strategy) are imported. A file of format 1
+        (``save(..., allow_pickle=True)``, and every file of tidal_modal 0.1.0 and 0.2.0) is a
+        pickle, read only with ``allow_pickle=True``.
 
         Parameters
         ----------
@@ -214,6 +264,10 @@ class TiDALActiveLearner(ActiveLearner):
             generators, which other code in it may be using.
         return_metadata : bool, default=False
             Also return the ``metadata`` given to :meth:`save`.
+        allow_pickle : bool, default=False
+            Also read a pickled file (format 1). Unpickling can run any code: only for files
+            you trust. Saving the loaded learner again without ``allow_pickle`` converts it to
+            format 2.
 
         Returns
         -------
@@ -225,10 +279,12 @@ class TiDALActiveLearner(ActiveLearner):
         ------
         tidal_modal.checkpoint.CheckpointError
             A ``ValueError``: the file is not a learner checkpoint (the message says what it
-            seems to be), is damaged, holds another class, or was written by a release of
-            tidal_modal this one cannot read (the message names that release).
+            seems to be), is damaged, holds another class, is a pickle and ``allow_pickle`` is
+            false (the message says to pass ``allow_pickle=True`` if you trust it), or was
+            written by a release of tidal_modal this one cannot read (the message names that
+            release).
         """
-        learner, header = load_learner(path, cls, restore_rng=restore_rng)
+        learner, header = load_learner(path, cls, restore_rng=restore_rng, allow_pickle=allow_pickle)
         return (learner, header["metadata"]) if return_metadata else learner
 
     def query(self, X_pool: InputData, *args: Any, return_metrics: bool = False, **kwargs: Any) -> tuple:

@@ -599,6 +599,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
         # nets pickled before the release was recorded (during 0.1.0) have no such key
         written_by = state.pop("_tidal_modal_version", "0.1.0 or earlier")
+        state.setdefault("scoring_dtype", None)  # a parameter that nets of 0.2.0's development lack
         try:
             super().__setstate__(state)  # unpickles the module, criterion and optimizer
             if isinstance(self.__dict__.get("module_"), TiDALModule):
@@ -736,10 +737,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
         ``X`` must match the net's training data (every prediction goes through here; the checks
         read shapes, and each batch is checked for NaN as it is read). Arrays (memory-mapped ones
-        too) and tensors are sliced into batches of :meth:`scoring_batch_size` rows
-        (``iterator_valid__batch_size`` if you set it) instead of going through a ``Dataset``
-        row by row and ``default_collate``: on small networks that per-row path costs more than
-        the forward pass itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
+        too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
+        ``batch_size``) rows, as skorch batches them, instead of going through a ``Dataset`` row
+        by row and ``default_collate``: on small networks that per-row path costs more than the
+        forward pass itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
         never fitted predicts with its initial weights.
         """
         X = check_predict_input(self, X)
@@ -754,14 +755,14 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Yield ``(logits, td_logits)`` batch by batch, in eval mode and without gradients.
 
         :meth:`forward_iter` for the classifier and the TD head together (one forward pass per
-        batch); :meth:`predict_td` and the strategies read the pool through it. The TD head must
-        be fitted (or loaded).
+        batch of :meth:`scoring_batch_size` rows); :meth:`predict_td` and the strategies read the
+        pool through it. The TD head must be fitted (or loaded).
         """
         yield from self._forward_td_checked(check_predict_input(self, X, td=True), device)
 
     def _forward_td_checked(self, X, device):
         self._set_training(False)
-        for Xi in self._batches(X):
+        for Xi in self._batches(X, scoring=True):
             with torch.no_grad(), self._scoring_precision():
                 yield self._to_device(_as_float32(self.infer_td(Xi)[1:]), device)
 
@@ -774,14 +775,24 @@ class TiDALNetClassifier(NeuralNetClassifier):
         device_type = torch.device(self.device or "cpu").type
         return torch.autocast(device_type, dtype=dtype)
 
-    def _batches(self, X):
-        """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`)."""
+    def _batches(self, X, scoring=False):
+        """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`): of
+        :meth:`scoring_batch_size` rows when ``scoring``, else as skorch batches predictions."""
         if not is_sliceable(X):
-            for batch in self._scoring_iterator(self.get_dataset(X)):
+            dataset = self.get_dataset(X)
+            if scoring:
+                iterator = self._scoring_iterator(dataset)
+            else:
+                iterator = self.get_iterator(dataset, training=False)
+            for batch in iterator:
                 yield unpack_data(batch)[0]
             return
+        if scoring:
+            batch_size = self.scoring_batch_size(X)
+        else:
+            batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
         to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
-        for Xi in iter_slices(X, self.scoring_batch_size(X)):
+        for Xi in iter_slices(X, batch_size):
             Xi = torch.as_tensor(Xi)  # no copy; torch reduces a batch faster than numpy
             check_finite_batch(Xi)
             if to_gpu and Xi.device.type == "cpu":
@@ -790,7 +801,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
             yield Xi
 
     def scoring_batch_size(self, X: InputData) -> int:
-        """Rows per batch when the net scores or predicts on an array or tensor ``X``.
+        """Rows per batch when the net scores ``X`` with its TD head: :meth:`predict_td`,
+        :meth:`forward_td_iter` and every strategy that reads them (also on Dask and in
+        scikit-activeml).
 
         ``iterator_valid__batch_size`` when you set it, as in skorch. Otherwise as many rows as
         keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES` (8 MiB,
@@ -798,8 +811,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         training ``batch_size``. The bytes of a row are measured by one forward pass of one row
         of ``X``. Scoring keeps no gradients, and on small networks the batch size decides the
         cost of a pass over the pool more than the network does: small batches pay Python's
-        per-batch cost, batches whose activations overflow the cache pay memory traffic. A
-        Dataset pool is read by skorch's ``iterator_valid`` as set.
+        per-batch cost, batches whose activations overflow the cache pay memory traffic.
+        skorch's own methods (``forward``, ``predict``, ``predict_proba``) batch as skorch does
+        (``iterator_valid__batch_size``, else ``batch_size``): set ``iterator_valid__batch_size``
+        to speed those up too.
 
         Parameters
         ----------

@@ -130,26 +130,37 @@ def stack_rows(first, second):
     ------
     TypeError
         For a type that cannot be stacked, naming it.
+    ValueError
+        For rows of another shape than ``first``'s, a DataFrame with other columns than
+        ``first``'s (the same columns in another order are aligned by name), or values that
+        ``first``'s dtype cannot hold (fractions into integers, strings into numbers): nothing is
+        rounded or converted silently.
     """
     if first is None:
         return second
-    if isinstance(first, (np.memmap, RowStack)):
-        return RowStack([first, np.asarray(second, dtype=first.dtype)])
-    if isinstance(first, np.ndarray):
+    if isinstance(first, (np.memmap, RowStack, np.ndarray)):
         second = second.cpu().numpy() if isinstance(second, torch.Tensor) else np.asarray(second)
-        return np.concatenate([first, second.astype(first.dtype, copy=False)])
+        _check_row_shape(first, second)
+        second = _cast_rows(second, first.dtype)
+        if isinstance(first, (np.memmap, RowStack)):
+            return RowStack([first, second])
+        return np.concatenate([first, second])
     if isinstance(first, torch.Tensor):
         second = second if isinstance(second, torch.Tensor) else torch.as_tensor(np.asarray(second))
-        return torch.cat([first, second.to(device=first.device, dtype=first.dtype)])
+        _check_row_shape(first, second)
+        return torch.cat([first, _cast_rows(second.to(device=first.device), first.dtype)])
     if type(first).__module__.startswith("pandas"):
         import pandas as pd  # only reached with pandas data
 
-        if not isinstance(second, (pd.DataFrame, pd.Series)):
-            second = (
-                pd.DataFrame(np.asarray(second), columns=first.columns)
-                if isinstance(first, pd.DataFrame)
-                else pd.Series(np.asarray(second), name=first.name)
-            )
+        if isinstance(first, pd.DataFrame) and isinstance(second, pd.DataFrame):
+            _check_same_columns(first, second)  # pandas.concat aligns them by name
+        elif not isinstance(second, (pd.DataFrame, pd.Series)):
+            second = np.asarray(second)
+            if isinstance(first, pd.DataFrame):
+                _check_row_shape(first, second)
+                second = pd.DataFrame(second, columns=first.columns)
+            else:
+                second = pd.Series(second, name=first.name)
         return pd.concat([first, second])
     if isinstance(first, list):
         return first + list(second)
@@ -160,6 +171,77 @@ def stack_rows(first, second):
     raise TypeError(
         f"Cannot add rows to training data of type {type(first).__name__}; use a numpy array, a "
         "memory-mapped array, a torch tensor, a pandas DataFrame, a list or a torch Dataset."
+    )
+
+
+def _check_row_shape(first, second):
+    """Refuse rows of another shape than the labeled data's before they are stacked."""
+    if len(first.shape) == 1 and len(second.shape) == 2 and second.shape[1] > 1:
+        raise ValueError(
+            f"Cannot add labels of shape {tuple(second.shape)} to labels of shape {tuple(first.shape)}: "
+            "one column per class (one-hot or soft labels?). Give one class index per row: "
+            "y.argmax(axis=1)."
+        )
+    if tuple(second.shape[1:]) != tuple(first.shape[1:]) or len(second.shape) != len(first.shape):
+        raise ValueError(
+            f"Cannot add new data of shape {tuple(second.shape)} to labeled data of shape "
+            f"{tuple(first.shape)}: the rows have different shapes ({tuple(second.shape[1:])} against "
+            f"{tuple(first.shape[1:])}). Give the new rows the training data's columns and "
+            "preprocessing (and one label per row)."
+        )
+
+
+def _cast_rows(second, dtype):
+    """``second`` (an array or a tensor) in the labeled data's ``dtype``, refusing a cast that
+    would change values (floats with a fraction into integers, numbers outside the range)."""
+    if isinstance(second, torch.Tensor):
+        if second.dtype == dtype:
+            return second
+        cast = second.to(dtype)
+        safe = torch.can_cast(second.dtype, dtype) or torch.equal(cast.to(second.dtype), second)
+    else:
+        if second.dtype == dtype:
+            return second
+        try:
+            cast = second.astype(dtype)
+        except (ValueError, TypeError) as error:  # strings into numbers
+            raise ValueError(
+                f"The new rows hold values of dtype {second.dtype} (e.g. {second.ravel()[:3].tolist()}) "
+                f"that cannot join labeled data of dtype {dtype}: {error}. Give them the training "
+                "data's type (labels: class indices, e.g. from sklearn.preprocessing.LabelEncoder)."
+            ) from error
+        if second.dtype.kind in "OUS":  # converted values by value: nothing was rounded
+            return cast
+        safe = np.can_cast(second.dtype, dtype, "same_kind") or np.array_equal(
+            cast.astype(second.dtype), second
+        )
+    if not safe:
+        raise ValueError(
+            f"The new rows are of dtype {second.dtype}, with values that the labeled data's dtype "
+            f"{dtype} cannot hold (e.g. fractions in integer data). Give the new rows the training "
+            "data's dtype, or convert the labeled data to a type that holds both."
+        )
+    return cast
+
+
+def _check_same_columns(first, second):
+    """Refuse a DataFrame of new rows whose columns are not the labeled DataFrame's (in any order)."""
+    columns, new = list(first.columns), list(second.columns)
+    if len(columns) == len(new) and set(columns) == set(new) and len(set(new)) == len(new):
+        return
+    missing = [c for c in columns if c not in set(new)]
+    unexpected = [c for c in new if c not in set(columns)]
+    what = "; ".join(
+        part
+        for part in (
+            f"missing: {missing}" if missing else "",
+            f"unexpected: {unexpected}" if unexpected else "",
+        )
+        if part
+    )
+    raise ValueError(
+        f"The new rows' columns are not those of the labeled data ({what or 'repeated names'}). Give "
+        f"them exactly the columns {columns} (in any order), preprocessed like the training data."
     )
 
 
@@ -211,8 +293,12 @@ def is_sliceable(X):
 
 
 def num_rows(X):
-    """Number of rows of any pool the strategies accept."""
-    if isinstance(X, (RowSubset, RowStack)):
+    """Number of rows of any pool the strategies accept.
+
+    A list is rows, as the net reads it (skorch's ``get_len`` would count the items of its first
+    row: a list of rows of 4 features would have 4 rows); a dict or a tuple holds several inputs.
+    """
+    if isinstance(X, (RowSubset, RowStack, list)):
         return len(X)
     if hasattr(X, "shape") and not isinstance(X, Dataset):
         return X.shape[0]

@@ -71,8 +71,23 @@ def select_top_k(
     Returns
     -------
     ndarray of int, shape (n_instances,)
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not 1-D, holds NaN, or has fewer than ``n_instances`` entries.
     """
     scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(
+            f"scores must be 1-D, one score per row; got shape {scores.shape}. Reduce a score per "
+            "class to one per row first (e.g. its maximum or entropy)."
+        )
+    if scores.dtype.kind == "f" and np.isnan(scores).any():  # NaN has no rank: it would be taken anywhere
+        raise ValueError(
+            f"scores contain NaN at rows {np.flatnonzero(np.isnan(scores))[:10].tolist()}: they cannot be "
+            "ranked. Check the classifier's outputs (a diverged net gives NaN)."
+        )
     n_instances = check_positive_int(n_instances, "n_instances")
     n = len(scores)
     if n_instances > n:

@@ -8,6 +8,8 @@ nothing (also on a memory-mapped pool).
 """
 
 import math
+import sys
+import warnings
 from collections.abc import Mapping
 from numbers import Integral
 from typing import Any, TypeAlias
@@ -18,6 +20,7 @@ from numpy.typing import ArrayLike
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _get_feature_names
 from skorch.dataset import get_len
 from skorch.utils import is_dataset, to_numpy
 from torch.nn.parameter import UninitializedParameter
@@ -30,6 +33,7 @@ __all__ = [
     "InputData",
     "InvalidParameterError",
     "Labels",
+    "check_columns",
     "check_device",
     "check_finite_batch",
     "check_input_shape",
@@ -100,6 +104,176 @@ def _rows_unknown(X):
     return is_dataset(X) or isinstance(X, (Mapping, tuple))
 
 
+# --- DataFrames: column names and column types ------------------------------------------------
+
+#: What :func:`pandas.api.types.infer_dtype` says of an object column that holds numbers only.
+_NUMERIC_OBJECT_KINDS = frozenset(
+    {"integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty"}
+)
+# names listed in full in a message; the rest are counted
+_MAX_LISTED = 10
+
+
+def _is_pandas_frame(X):
+    """Whether ``X`` is a pandas DataFrame, asked without importing pandas."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(X, pd.DataFrame)
+
+
+def _listing(items, show=repr):
+    """``items`` for a message: the first :data:`_MAX_LISTED`, then how many more."""
+    items = list(items)
+    shown = ", ".join(show(item) for item in items[:_MAX_LISTED])
+    return (
+        "[" + shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "") + "]"
+    )
+
+
+def _non_numeric_columns(frame):
+    """``{name: dtype}`` of the columns of a DataFrame that do not hold numbers (or booleans)."""
+    from pandas.api import types  # only reached with a DataFrame
+
+    bad = {}
+    for i, (name, dtype) in enumerate(frame.dtypes.items()):
+        if types.is_bool_dtype(dtype) or types.is_numeric_dtype(dtype):
+            continue  # complex numbers: check_array refuses them itself
+        if types.is_object_dtype(dtype) and types.infer_dtype(frame.iloc[:, i], skipna=True) in (
+            _NUMERIC_OBJECT_KINDS
+        ):
+            continue  # numbers held as objects convert
+        bad[name] = dtype
+    return bad
+
+
+def _check_numeric_columns(net, frame, input_name):
+    bad = _non_numeric_columns(frame)
+    if bad:
+        listed = _listing([f"{name!r} ({dtype})" for name, dtype in bad.items()], str)
+        raise ValueError(
+            f"{input_name} has {len(bad)} non-numeric column(s): {listed}. {type(net).__name__} "
+            "takes numbers only: encode these columns before the net, e.g. with scikit-learn's "
+            "OneHotEncoder or OrdinalEncoder in a Pipeline that ends in the net: "
+            f"make_pipeline(make_column_transformer((OneHotEncoder(), {_listing(bad)}), "
+            "remainder='passthrough'), net). Or drop them."
+        )
+
+
+def _check_unique_columns(net, frame, input_name):
+    if frame.columns.is_unique:
+        return
+    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
+    raise ValueError(
+        f"{input_name} has repeated column names {_listing(repeated)}: {type(net).__name__} reads a "
+        "DataFrame's columns by name. Rename or drop the repeated columns."
+    )
+
+
+def _feature_names(X):
+    """scikit-learn's feature names of ``X`` (``None`` unless it is a data frame whose column names
+    are all strings); arrays and tensors, which have no columns, are not asked (a prediction's cost)."""
+    return _get_feature_names(X) if hasattr(X, "columns") else None
+
+
+def _names_mismatch(net, names, expected, input_name, training):
+    """The error for column names that are not the fitted ones (in any order)."""
+    expected_set, names_set = set(expected), set(names)
+    missing = [n for n in expected if n not in names_set]
+    unexpected = [n for n in names if n not in expected_set]
+    parts = []
+    if missing:
+        parts.append(f"missing: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected: {_listing(unexpected)}")
+    if not parts:  # the same names, one of them twice (a data frame other than pandas')
+        repeated = sorted(
+            {n for n in names if list(names).count(n) > 1}
+            | {n for n in expected if list(expected).count(n) > 1}
+        )
+        parts.append(f"repeated: {_listing(repeated)}")
+    fix = (
+        "; or fit afresh on the new columns (warm_start=False): a warm-started net keeps its inputs"
+        if training
+        else ""
+    )
+    return ValueError(
+        f"The columns of {input_name} are not those {type(net).__name__} was fitted on "
+        f"({'; '.join(parts)}). The net reads a fitted DataFrame's columns by name: pass a DataFrame "
+        f"with exactly the columns {_listing(expected)} (in any order: they are put in the fitted "
+        f"order), preprocessed like the training data{fix}."
+    )
+
+
+def check_columns(
+    net: Any, X: InputData, input_name: str = "X", *, reset: bool = False, training: bool = False
+) -> tuple[InputData, np.ndarray | None]:
+    """Check a DataFrame's columns before it becomes an array; return it ready and its names.
+
+    A DataFrame with non-numeric columns (strings, categories, dates) is refused, naming them.
+    Feature names follow scikit-learn (``feature_names_in_``: only all-string column names count;
+    column names of mixed types are a ``TypeError``). Unless ``reset``, a DataFrame with the
+    fitted names in another order is reordered to the fitted order; missing, unexpected or
+    repeated names are an error that lists them. Input without names for a net fitted with names,
+    or the other way round, is used as it is, with scikit-learn's warning.
+
+    Parameters
+    ----------
+    net : TiDALNetClassifier
+    X : array-like, tensor, dict or Dataset
+        Only DataFrames (and other data frames scikit-learn reads names from) are changed.
+    input_name : str, default="X"
+        How the messages call ``X``.
+    reset : bool, default=False
+        Whether ``X`` is the training data of a fit that starts afresh (nothing to check against).
+    training : bool, default=False
+        Whether ``X`` is training data (of a warm-started fit, unless ``reset``), for the message.
+
+    Returns
+    -------
+    X : ``X``, or the same DataFrame with its columns in the fitted order (a new DataFrame: the
+        caller's is not changed)
+    names : ndarray of object or None
+        ``X``'s feature names (after reordering), or ``None`` if it has none.
+
+    Raises
+    ------
+    ValueError
+        Non-numeric columns, repeated column names, or (unless ``reset``) names other than the
+        fitted ones.
+    TypeError
+        Column names of mixed types (some strings, some not), as in scikit-learn.
+    """
+    if _rows_unknown(X):
+        return X, None
+    if _is_pandas_frame(X):
+        _check_unique_columns(net, X, input_name)
+        _check_numeric_columns(net, X, input_name)
+    names = _feature_names(X)
+    if reset:
+        return X, names
+    expected = getattr(net, "feature_names_in_", None)
+    cls = type(net).__name__
+    if names is None:
+        if expected is not None:
+            warnings.warn(
+                f"X does not have valid feature names, but {cls} was fitted with feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+        return X, None
+    if expected is None:
+        if getattr(net, "input_shape_", None) is not None:  # fitted, on data without names
+            warnings.warn(
+                f"X has feature names, but {cls} was fitted without feature names", UserWarning, stacklevel=3
+            )
+        return X, names
+    if len(names) == len(expected) and np.array_equal(names, expected):
+        return X, names
+    if len(names) != len(expected) or set(names) != set(expected) or len(set(names)) != len(names):
+        raise _names_mismatch(net, names, expected, input_name, training)
+    # the fitted columns in another order: select them in the fitted order (a new DataFrame)
+    return X[list(expected)], np.asarray(expected, dtype=object)
+
+
 def _check_X(X, net, input_name, finite=True):
     """Rows of ``X`` as the net will see them: numeric, at least 2-D, non-empty and finite.
 
@@ -123,6 +297,12 @@ def _check_X(X, net, input_name, finite=True):
             raise ValueError(f"{input_name} has 0 rows; at least 1 is required.")
         if isinstance(X.dtype, np.dtype) and X.dtype.kind not in "biuf":
             raise ValueError(f"{input_name} has dtype {X.dtype}; convert it to numbers first.")
+        if isinstance(X.dtype, torch.dtype) and X.dtype.is_complex:
+            # torch would drop the imaginary parts when casting to the module's dtype, with a warning
+            raise ValueError(
+                f"{input_name} holds complex numbers ({X.dtype}), which the net cannot take; pass real "
+                "features (e.g. torch.view_as_real(X).flatten(1), or X.abs())."
+            )
         if finite and isinstance(X, torch.Tensor) and X.is_floating_point():
             if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
                 raise ValueError(f"{input_name} contains NaN or infinity; impute or drop those rows first.")
@@ -167,11 +347,21 @@ def check_input_shape(net: Any, X: InputData, input_name: str = "X") -> None:
     )
 
 
+#: Where :func:`check_training_data` leaves the feature names of a fit for :func:`record_input_shape`:
+#: by then a DataFrame has become an array.
+_PENDING_NAMES = "_tidal_feature_names_of_fit"
+
+
 def record_input_shape(net: Any, X: InputData) -> None:
-    """Remember the shape of a row of the training data (``input_shape_``, ``n_features_in_``)."""
-    for attribute in ("input_shape_", "n_features_in_"):
+    """Remember the shape of a row of the training data (``input_shape_``, ``n_features_in_``) and
+    its column names (``feature_names_in_``, for a DataFrame with string column names, as in
+    scikit-learn; the names were read by :func:`check_training_data`, before ``X`` became an array)."""
+    for attribute in ("input_shape_", "n_features_in_", "feature_names_in_"):
         if hasattr(net, attribute):
             delattr(net, attribute)
+    names = net.__dict__.pop(_PENDING_NAMES) if _PENDING_NAMES in net.__dict__ else _feature_names(X)
+    if names is not None:
+        net.feature_names_in_ = np.asarray(names, dtype=object)
     if _rows_unknown(X):
         return
     net.input_shape_ = tuple(X.shape[1:])
@@ -195,7 +385,8 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X", td: bool 
 
     Returns
     -------
-    X : the input, converted only where needed (lists, DataFrames, object arrays)
+    X : the input, converted only where needed (lists, DataFrames, object arrays); a DataFrame's
+        columns in the order of the training DataFrame's
 
     Raises
     ------
@@ -204,7 +395,8 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X", td: bool 
         not even initialised).
     ValueError, TypeError
         If ``X`` is 1-D, empty, non-numeric, not finite, or its rows differ in shape from the
-        training data's.
+        training data's; a DataFrame whose columns are not those of the training DataFrame
+        (see :func:`check_columns`; in another order, they are reordered).
     """
     net.check_is_fitted()
     if td and not is_fitted(net):
@@ -213,6 +405,7 @@ def check_predict_input(net: Any, X: InputData, input_name: str = "X", td: bool 
             "or its classifier was loaded without the head. Call fit, or load the head with "
             "load_params(f_td_head=...) (save_params writes it next to f_params)."
         )
+    X, _ = check_columns(net, X, input_name)  # a DataFrame: its columns in the fitted order
     # rows read by slicing are checked for NaN batch by batch as they are scored (check_finite_batch):
     # a second pass over a large (memory-mapped) pool would cost as much as reading it again
     X = _check_X(X, net, input_name, finite=not is_sliceable(X))
@@ -436,9 +629,16 @@ def check_training_data(
     Raises
     ------
     ValueError, TypeError
-        On bad shapes, non-numeric or non-finite values, or labels that the module cannot take.
+        On bad shapes, non-numeric or non-finite values (a DataFrame's non-numeric columns by
+        name), labels that the module cannot take, or (warm-starting) a DataFrame whose columns are
+        not those of the first fit (the same columns in another order are reordered).
     """
     if check_X:
+        # a DataFrame's names are read now, before it becomes an array; record_input_shape keeps them
+        X, names = check_columns(net, X, "X", reset=reset, training=True)
+        names = names if reset else getattr(net, "feature_names_in_", None)
+        # a list (plain data, should a failed first fit leave it behind), or None
+        net.__dict__[_PENDING_NAMES] = None if names is None else [str(name) for name in names]
         X = _check_X(X, net, "X")
     if not reset:
         check_input_shape(net, X, "X")
