@@ -207,6 +207,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         Shape of one row of the training data; predicting on rows of another shape is an error.
     n_features_in_ : int
         Number of features, for 2-D training data only.
+    feature_names_in_ : ndarray of str
+        Column names of a training DataFrame whose names are all strings (scikit-learn's rule);
+        DataFrame pools are read by these names.
     history : skorch.History
         Besides skorch's keys, ``train_td_loss`` is the epoch's mean KL term;
         ``train_loss`` is the optimised total ``CE + td_weight * KL``; ``valid_loss`` (with a
