@@ -124,3 +124,13 @@ def test_the_api_reference_lists_every_public_name(site):
     generated = {path.stem for path in (site / "generated").glob("*.html")}
     missing = [name for name in NAMES if f"tidal_modal.{name.removeprefix('tidal_modal.')}" not in generated]
     assert not missing, missing
+
+
+def test_help_shows_the_names_of_type_aliases_not_their_expansions():
+    """Signatures read ``X: 'InputData'``, not numpy's ~600-character array-like unions."""
+    import pydoc
+
+    import tidal_modal
+
+    text = pydoc.render_doc(tidal_modal.TiDALNetClassifier.predict_td, renderer=pydoc.plaintext)
+    assert "InputData" in text and "_SupportsArray" not in text

@@ -25,6 +25,8 @@ tests do, on the gloo backend) or ``accelerate launch``, as any Accelerate progr
 README's "Scaling out".
 """
 
+from __future__ import annotations
+
 import atexit
 import gc
 import warnings
@@ -185,7 +187,7 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
             td = net.predict_td(X_pool)
     """
 
-    def _initialize_callbacks(self) -> "AcceleratedTiDALNetClassifier":
+    def _initialize_callbacks(self) -> AcceleratedTiDALNetClassifier:
         """The default log prints on the main process only, and only if ``verbose``.
 
         skorch's ``'auto'`` sink is ``accelerator.print``, which ``PrintLog`` calls whatever
@@ -195,7 +197,7 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
             self.callbacks__print_log__sink = print if self.accelerator.is_main_process else _silent
         return super()._initialize_callbacks()
 
-    def _initialize_accelerator(self) -> "AcceleratedTiDALNetClassifier":
+    def _initialize_accelerator(self) -> AcceleratedTiDALNetClassifier:
         """Wrap the module, criterion and optimizer, once the module's every parameter has a shape.
 
         A new module's TD head is lazy; it is wrapped at the first training batch instead

@@ -12,6 +12,8 @@ network's own feature space (the input of its last linear layer), captured durin
 pass itself.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 
 import numpy as np

@@ -78,6 +78,8 @@ Examples
 (2, True)
 """
 
+from __future__ import annotations
+
 import functools
 import hashlib
 import importlib

@@ -16,6 +16,8 @@ it is never pickled into the tasks. The order is :func:`~tidal_modal.strategies.
 draws it), so the query equals the in-memory query of the same pool.
 """
 
+from __future__ import annotations
+
 import threading
 import uuid
 from types import SimpleNamespace

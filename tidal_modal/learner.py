@@ -1,5 +1,7 @@
 """A modAL ActiveLearner that loses nothing when teaching fails, queries exactly once, and saves itself."""
 
+from __future__ import annotations
+
 import copy
 import os
 import warnings
@@ -160,14 +162,14 @@ class TiDALActiveLearner(ActiveLearner):
         self.X_training = stack_rows(self.X_training, X)
         self.y_training = stack_rows(self.y_training, y)
 
-    def _fit_to_known(self, bootstrap: bool = False, **fit_kwargs: Any) -> "TiDALActiveLearner":
+    def _fit_to_known(self, bootstrap: bool = False, **fit_kwargs: Any) -> TiDALActiveLearner:
         """Fit the estimator on all labeled data (a bootstrap sample of it if ``bootstrap``)."""
         self.estimator.fit(*_training_data(self.X_training, self.y_training, bootstrap), **fit_kwargs)
         return self
 
     def _fit_on_new(
         self, X: InputData, y: ArrayLike, bootstrap: bool = False, **fit_kwargs: Any
-    ) -> "TiDALActiveLearner":
+    ) -> TiDALActiveLearner:
         """Fit the estimator on ``X``, ``y`` alone (``teach(..., only_new=True)``)."""
         _check_rows(X, y)
         self.estimator.fit(*_training_data(X, y, bootstrap), **fit_kwargs)
@@ -175,7 +177,7 @@ class TiDALActiveLearner(ActiveLearner):
 
     def fit(
         self, X: InputData, y: ArrayLike, bootstrap: bool = False, **fit_kwargs: Any
-    ) -> "TiDALActiveLearner":
+    ) -> TiDALActiveLearner:
         """Replace the labeled data by ``X``, ``y`` and fit the estimator on them.
 
         As :meth:`modAL.models.ActiveLearner.fit`; ``X`` may be an array (memory-mapped too), a
@@ -245,7 +247,7 @@ class TiDALActiveLearner(ActiveLearner):
         restore_rng: bool = False,
         return_metadata: bool = False,
         allow_pickle: bool = False,
-    ) -> "TiDALActiveLearner | tuple[TiDALActiveLearner, Any]":
+    ) -> TiDALActiveLearner | tuple[TiDALActiveLearner, Any]:
         """Read a learner written by :meth:`save`, in this process or another one.
 
         A file of format 2 (what :meth:`save` writes by default) is read without pickle: its

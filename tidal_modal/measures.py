@@ -15,6 +15,8 @@ one, a modAL learner or a ``Committee``) and returns one number per row; the str
   default ``sign="magnitude"``).
 """
 
+from __future__ import annotations
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator

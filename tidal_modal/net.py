@@ -1,5 +1,7 @@
 """The skorch network that trains a classifier together with TiDAL's TD head."""
 
+from __future__ import annotations
+
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -274,7 +276,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- initialisation -------------------------------------------------------------------
 
-    def _initialize_module(self, reason: str | None = None) -> "TiDALNetClassifier":
+    def _initialize_module(self, reason: str | None = None) -> TiDALNetClassifier:
         """Build your module as skorch does (``initialize_module``), then the TD head.
 
         The head is a second skorch module, ``td_head_`` (skorch's "custom modules"): it is
@@ -317,7 +319,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     # --- training -------------------------------------------------------------------------
 
-    def fit(self, X: InputData, y: Labels | None = None, **fit_params: Any) -> "TiDALNetClassifier":
+    def fit(self, X: InputData, y: Labels | None = None, **fit_params: Any) -> TiDALNetClassifier:
         """Initialise the module (unless warm-starting) and train it, as in skorch.
 
         ``X`` and ``y`` are validated first, so that a bad input raises before skorch
@@ -347,7 +349,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def partial_fit(
         self, X: InputData, y: Labels | None = None, classes: ArrayLike | None = None, **fit_params: Any
-    ) -> "TiDALNetClassifier":
+    ) -> TiDALNetClassifier:
         """Train further without re-initialising; training dynamics restart with each call.
 
         See :meth:`skorch.NeuralNet.partial_fit`. ``fit`` calls this method once, so the TD

@@ -5,6 +5,8 @@ copied whole; a row subset of them stays a view until a batch of it is read, and
 that grows on top of a memory-mapped array (:func:`stack_rows`) stays a stack of its parts.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import torch
 from scipy import sparse

@@ -1,5 +1,7 @@
 """Pure score functions on (predicted) training dynamics and training trajectories: arrays in, arrays out."""
 
+from __future__ import annotations
+
 import numpy as np
 import torch
 from numpy.typing import ArrayLike

@@ -17,6 +17,8 @@ net only needs to record its trajectory.
 ``import tidal_modal`` does not import this module, nor scikit-activeml.
 """
 
+from __future__ import annotations
+
 import numpy as np
 from skactiveml.base import SingleAnnotatorPoolQueryStrategy, SkactivemlClassifier
 from skactiveml.classifier import SklearnClassifier, SkorchClassifier

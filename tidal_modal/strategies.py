@@ -7,6 +7,8 @@ convention). The TiDAL strategies only use the estimator's public ``predict_td``
 estimator that has one can be queried; :func:`disal` uses a skorch net's recorded trajectory.
 """
 
+from __future__ import annotations
+
 import inspect
 import sys
 

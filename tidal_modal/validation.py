@@ -7,6 +7,8 @@ and finiteness is tested with scikit-learn's sum-first test, one streaming pass 
 nothing (also on a memory-mapped pool).
 """
 
+from __future__ import annotations
+
 import math
 import sys
 import warnings
