@@ -12,7 +12,7 @@ from skorch.dataset import Dataset, ValidSplit
 from torch import nn
 from torch.utils.data import default_collate
 
-from tidal_modal import TiDALNetClassifier, tidal_entropy
+from tidal_modal import TiDALNetClassifier, disal, tidal_entropy
 from tidal_modal.dynamics import collate_rows
 from tidal_modal.net import softmax_rows_
 
@@ -756,6 +756,7 @@ class TestScoringBatch:
         net, X = trained
         reference_td, reference_proba = net.predict_td(X, return_proba=True)
         reference_query = tidal_entropy(net, X, n_instances=20)
+        reference_disal = disal(net, X, n_instances=20)
         for size in (1, 7, 128, 4096):
             copy = pickle.loads(pickle.dumps(net))
             copy.iterator_valid__batch_size = size
@@ -763,6 +764,7 @@ class TestScoringBatch:
             np.testing.assert_allclose(td, reference_td, rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(proba, reference_proba, rtol=1e-5, atol=1e-7)
             np.testing.assert_array_equal(tidal_entropy(copy, X, n_instances=20), reference_query)
+            np.testing.assert_array_equal(disal(copy, X, n_instances=20), reference_disal)
 
 
 class TestScoringPrecision:

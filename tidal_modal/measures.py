@@ -329,7 +329,9 @@ def _net_influence(net, X, target, sign, n_checkpoints, normalize, heads):
             raise ValueError("target='td' needs a net with a TD head (TiDALNetClassifier).")
         outputs = net.forward_td_iter(X, device=None)  # (logits, td_logits) per batch
     else:
-        outputs = net.forward_iter(X, training=False, device=None)
+        # a TiDAL net reads a pool in batches of its scoring size; a plain skorch net as skorch does
+        scoring = {"scoring": True} if callable(getattr(net, "scoring_batch_size", None)) else {}
+        outputs = net.forward_iter(X, training=False, device=None, **scoring)
     handle = layer.register_forward_hook(lambda module, args, out: captured.append((args[0], out)))
     try:
         for output in outputs:

@@ -736,7 +736,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return self.dynamics_.to_numpy()
 
     def forward_iter(
-        self, X: InputData, training: bool = False, device: str | torch.device = "cpu"
+        self,
+        X: InputData,
+        training: bool = False,
+        device: str | torch.device = "cpu",
+        *,
+        scoring: bool = False,
     ) -> Iterator[Any]:
         """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
 
@@ -745,12 +750,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
         too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
         ``batch_size``) rows, as skorch batches them, instead of going through a ``Dataset`` row
         by row and ``default_collate``: on small networks that per-row path costs more than the
-        forward pass itself. Other inputs take skorch's path. As in skorch, a net that was initialized but
-        never fitted predicts with its initial weights.
+        forward pass itself. Other inputs take skorch's path. As in skorch, a net that was
+        initialized but never fitted predicts with its initial weights.
+
+        With ``scoring=True`` (a keyword of ours) the batches are those of pool scoring,
+        :meth:`scoring_batch_size` rows: what ``disal`` reads the pool with.
         """
         X = check_predict_input(self, X)
         self._set_training(training)
-        for Xi in self._batches(X):
+        for Xi in self._batches(X, scoring=scoring):
             with torch.set_grad_enabled(training), self._scoring_precision(training):
                 yield self._to_device(_as_float32(self.infer(Xi)), device)
 
