@@ -152,3 +152,19 @@ class TestErrors:
         ):
             tidal_ranked_batch(TDOnly(), np.eye(4), n_instances=2)
         assert len(indices_of(tidal_ranked_batch(TDOnly(), np.eye(4), n_instances=2, embedding="input"))) == 2
+
+
+def test_a_dataframe_pool_with_reordered_columns_gets_the_same_batch(digits):
+    """embedding='input' reads a DataFrame by the net's column names, as the scores do."""
+    pd = pytest.importorskip("pandas")
+    X, y = digits
+    columns = [f"pixel{i}" for i in range(X.shape[1])]
+    torch.manual_seed(0)
+    net = TiDALNetClassifier(MLP, max_epochs=3, lr=0.05, verbose=0)
+    net.fit(pd.DataFrame(X[:100], columns=columns), y[:100])
+    pool = pd.DataFrame(X[100:300], columns=columns)
+    expected = indices_of(tidal_ranked_batch(net, pool, n_instances=6, embedding="input"))
+    reordered = pool[columns[::-1]]
+    assert indices_of(tidal_ranked_batch(net, reordered, n_instances=6, embedding="input")).tolist() == (
+        expected.tolist()
+    )
