@@ -27,7 +27,7 @@ from .modules import last_linear_name
 from .pool import is_sliceable, iter_slices
 from .strategies import _query
 from .trajectory import classifier_module
-from .validation import InputData, check_columns
+from .validation import InputData
 
 __all__ = ["ranked_batch", "tidal_ranked_batch"]
 
@@ -126,8 +126,6 @@ class _Embedding:
         return result, (torch.cat(captured).numpy() if captured else np.empty((0, 0), np.float32))
 
     def _input(self, X):
-        if self.transform is None and hasattr(X, "columns"):
-            X, _ = check_columns(self.estimator, X)  # by the net's column names, as it scores them
         X = X.to_numpy() if hasattr(X, "to_numpy") else X  # a DataFrame
         if not is_sliceable(X):
             raise ValueError("embedding='input' needs a pool of array rows; use embedding='penultimate'.")
