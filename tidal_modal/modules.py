@@ -123,6 +123,11 @@ def unwrap(module):
             return module
 
 
+def is_lazy(module):
+    """Whether ``module`` still has a parameter without a shape (a lazy layer that has not run)."""
+    return any(isinstance(p, UninitializedParameter) for p in module.parameters())
+
+
 def last_linear_name(module):
     """Name of the last ``nn.Linear`` registered in ``module`` (``None`` if it has none)."""
     names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear)]

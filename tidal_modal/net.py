@@ -18,14 +18,13 @@ from skorch.history import History
 from skorch.utils import get_map_location, is_dataset, to_device, to_numpy, to_tensor
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
 from . import restoring
 from .callbacks import EpochTDLoss
 from .dynamics import IndexedDataset, IndexedTarget, TrainingDynamics, collate_rows, source_rows
 from .legacy import TiDALModule, is_legacy_state_dict, split_legacy_module, split_legacy_state_dict
-from .modules import TDHead, attach_taps, capturing, detach_taps, unwrap
+from .modules import TDHead, attach_taps, capturing, detach_taps, is_lazy, unwrap
 from .pool import is_sliceable, iter_slices, num_rows
 from .scores import softmax_
 from .trajectory import Trajectory, TrajectoryRecorder
@@ -724,7 +723,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def _head_is_fitted(self):
         head = getattr(self, "td_head_", None)
-        return head is not None and not any(isinstance(p, UninitializedParameter) for p in head.parameters())
+        return head is not None and not is_lazy(head)
 
     # --- prediction -----------------------------------------------------------------------
 
@@ -874,8 +873,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Bytes of ``row`` (a batch of one) and of every layer's output for it (one forward pass)."""
         sizes = [row.nelement() * row.element_size()]
         module = unwrap(self.module_)
-        lazy = any(isinstance(p, UninitializedParameter) for p in module.parameters())
-        if module is not self.module_ or lazy:
+        if module is not self.module_ or is_lazy(module):
             # compiled (new hooks would make it compile again) or lazy (its own hooks shape it): guessed
             return sizes[0] * 4
 

@@ -25,10 +25,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _get_feature_names
 from skorch.dataset import get_len
 from skorch.utils import is_dataset, to_numpy
-from torch.nn.parameter import UninitializedParameter
 from torch.utils.data import Dataset
 
-from .modules import unwrap
+from .modules import is_lazy, unwrap
 from .pool import RowStack, RowSubset, is_sliceable
 
 __all__ = [
@@ -95,9 +94,7 @@ def is_fitted(net: Any) -> bool:
     if not getattr(net, "initialized_", False):
         return False
     modules = (net.module_, getattr(net, "td_head_", None))
-    return not any(
-        isinstance(p, UninitializedParameter) for m in modules if m is not None for p in m.parameters()
-    )
+    return not any(is_lazy(m) for m in modules if m is not None)
 
 
 def _rows_unknown(X):
