@@ -215,7 +215,7 @@ def _seed_fit(seed, cycle):
     torch.manual_seed(seed * 10_007 + cycle)
 
 
-def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_progress=False):
+def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_progress=False, observe=None):
     """Run the loop and yield one result row per cycle (cycle 0 is the initial set).
 
     Parameters
@@ -230,6 +230,9 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
     device : str
     epoch_progress : bool
         Show a progress bar over each fit's epochs.
+    observe : callable, optional
+        ``observe(learner, cycle, pool)`` after each fit, with the pool's unlabeled indices; the
+        dict it returns joins the cycle's row (e.g. a stopping criterion's value).
 
     Yields
     ------
@@ -270,6 +273,7 @@ def run_active_learning(strategy, seed, dataset, config, device="cpu", epoch_pro
             "accuracy": float(net.score(dataset.X_test, dataset.y_test)),
             "fit_seconds": round(fit_seconds, 3),
             "query_seconds": round(query_seconds, 3),
+            **(observe(learner, cycle, pool) if observe is not None else {}),
         }
         if cycle == config.cycles:
             break
