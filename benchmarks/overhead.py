@@ -517,7 +517,7 @@ def markdown(results):
         "*floor at b*: the bare forward pass through module and TD head at b rows per batch; "
         "*fastest floor*: the fastest of them in each repeat, the physical floor of scoring a pool. "
         "The strategies score at the net's scoring batch size (`scoring_batch_size`: "
-        "`iterator_valid__batch_size` if set, else 8 MiB of input and layer outputs, at most 4,096 "
+        "`iterator_valid__batch_size` if set, else 24 MiB of input and layer outputs, at most 4,096 "
         "rows and at least the training batch).",
         "",
         "| backbone | scoring batch | " + " | ".join(f"floor at {b} s" for b in FLOOR_BATCH_SIZES)

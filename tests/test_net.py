@@ -738,7 +738,7 @@ class TestScoringBatch:
         net, X = trained
         pool = np.concatenate([X] * 20)  # 6,000 rows of 80 bytes, 600 with the layers' outputs
         assert net._bytes_per_row(torch.as_tensor(pool[:1])) == 80 + 4 * (32 + 32 + 32 + 32 + 2)
-        # 8 MiB / 600 bytes, capped at 4,096 rows (the one-row pass that measures a row is unseen)
+        # 24 MiB / 600 bytes, capped at 4,096 rows (the one-row pass that measures a row is unseen)
         assert self.batch_sizes(net, pool) == [4096, 6000 - 4096]
         explicit = pickle.loads(pickle.dumps(net))
         # as its constructor sets it (skorch's set_params refuses iterator_* once initialized)
@@ -749,8 +749,8 @@ class TestScoringBatch:
             batch_size=16,
         ).initialize()
         images = np.zeros((3, 3, 16, 16), dtype=np.float32)  # 3 kB a row, 16 kB each layer's output
-        assert cnn.scoring_batch_size(images) == 2**23 // (4 * 16 * 16 * (3 + 16 + 16 + 16) + 8) == 160
-        assert cnn.set_params(batch_size=256).scoring_batch_size(images) == 256  # at least training's
+        assert cnn.scoring_batch_size(images) == 24 * 2**20 // (4 * 16 * 16 * (3 + 16 + 16 + 16) + 8) == 481
+        assert cnn.set_params(batch_size=512).scoring_batch_size(images) == 512  # at least training's
 
     def test_scores_and_queries_do_not_depend_on_the_batch(self, trained):
         net, X = trained

@@ -137,7 +137,7 @@ class TestStreamingEqualsBatch:
             MLP, module__n_features=64, module__n_classes=3, max_epochs=1, batch_size=512, verbose=0
         ).fit(np.random.RandomState(0).randn(100, 64).astype(np.float32), np.arange(100) % 3)
         path = tmp_path / "big.npy"
-        # 51 MB: a scoring batch (8 MiB of input and layer outputs at most) is far below it
+        # 51 MB: a scoring batch (24 MiB of input and layer outputs at most) is far below it
         np.save(path, np.random.RandomState(2).randn(200_000, 64).astype(np.float32))
         memmap = np.load(path, mmap_mode="r")
         with peak_allocation() as peak:

@@ -33,7 +33,7 @@ from .validation import (
     InputData,
     Labels,
     check_device,
-    check_finite_batch,
+    check_finite_output,
     check_input_shape,
     check_n_outputs,
     check_predict_input,
@@ -74,8 +74,9 @@ def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
         )
 
 
-#: Bytes of input and layer outputs of one scoring batch (:meth:`TiDALNetClassifier.scoring_batch_size`).
-SCORING_BATCH_BYTES = 8 * 2**20
+#: Bytes of input and layer outputs of one scoring batch (:meth:`TiDALNetClassifier.scoring_batch_size`):
+#: the benchmarks' MLPs scored fastest with 14-38 MiB of them per batch (benchmarks.overhead).
+SCORING_BATCH_BYTES = 24 * 2**20
 #: Most rows of one scoring batch: past a few thousand rows a CPU pass gains nothing more.
 SCORING_BATCH_ROWS = 4096
 
@@ -745,7 +746,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
 
         ``X`` must match the net's training data (every prediction goes through here; the checks
-        read shapes, and each batch is checked for NaN as it is read). Arrays (memory-mapped ones
+        read shapes, and a batch whose output is not finite is checked for NaN in its input). Arrays (memory-mapped ones
         too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
         ``batch_size``) rows, as skorch batches them, instead of going through a ``Dataset`` row
         by row and ``default_collate``: on small networks that per-row path costs more than the
@@ -759,7 +760,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self._set_training(training)
         for Xi in self._batches(X, scoring=scoring):
             with torch.set_grad_enabled(training), self._scoring_precision(training):
-                yield self._to_device(_as_float32(self.infer(Xi)), device)
+                outputs = self.infer(Xi)
+            check_finite_output(outputs, Xi)
+            yield self._to_device(_as_float32(outputs), device)
 
     def forward_td_iter(
         self, X: InputData, device: str | torch.device = "cpu"
@@ -776,7 +779,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         self._set_training(False)
         for Xi in self._batches(X, scoring=True):
             with torch.no_grad(), self._scoring_precision():
-                yield self._to_device(_as_float32(self.infer_td(Xi)[1:]), device)
+                outputs = self.infer_td(Xi)[1:]
+            check_finite_output(outputs, Xi)
+            yield self._to_device(_as_float32(outputs), device)
 
     def _scoring_precision(self, training=False):
         """``torch.autocast`` in ``scoring_dtype`` for a prediction pass (none while training)."""
@@ -805,8 +810,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
             batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
         to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
         for Xi in iter_slices(X, batch_size):
-            Xi = torch.as_tensor(Xi)  # no copy; torch reduces a batch faster than numpy
-            check_finite_batch(Xi)
+            Xi = torch.as_tensor(Xi)  # no copy; checked for NaN by its outputs (check_finite_output)
             if to_gpu and Xi.device.type == "cpu":
                 # page-locked, so that the copy runs asynchronously, next to the GPU's work
                 Xi = Xi.pin_memory().to(self.device, non_blocking=True)
@@ -818,8 +822,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         scikit-activeml).
 
         ``iterator_valid__batch_size`` when you set it, as in skorch. Otherwise as many rows as
-        keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES` (8 MiB,
-        about a CPU's cache), at most :data:`SCORING_BATCH_ROWS` (4,096) and at least the
+        keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES` (24 MiB,
+        about a CPU's caches), at most :data:`SCORING_BATCH_ROWS` (4,096) and at least the
         training ``batch_size``. The bytes of a row are measured by one forward pass of one row
         of ``X``. Scoring keeps no gradients, and on small networks the batch size decides the
         cost of a pass over the pool more than the network does: small batches pay Python's
@@ -843,8 +847,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
         >>> from torch import nn
         >>> from tidal_modal import TiDALNetClassifier
         >>> net = TiDALNetClassifier(nn.Linear(784, 10), batch_size=32).initialize()
-        >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))  # 3,176 bytes a row
-        2641
+        >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))  # 3,176 bytes a row: capped
+        4096
+        >>> wide = TiDALNetClassifier(nn.Sequential(nn.Linear(784, 8192), nn.Linear(8192, 10))).initialize()
+        >>> wide.scoring_batch_size(np.zeros((10, 784), dtype="float32"))  # 35,944 bytes a row
+        700
         >>> net.iterator_valid__batch_size = 256  # skorch's parameter wins
         >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))
         256
