@@ -49,31 +49,84 @@ def _spin(iterations):
     return time.perf_counter() - start
 
 
+def _cnn_work(part, repeats, batch_size):
+    """Seconds of the engines' own work without an engine, on one torch thread: the SmallCNN's
+    ``no_grad`` forward over random 28x28 images (``part="scoring"``, batches as a worker scores
+    them), or its plain training steps (``part="training"``: forward, backward, SGD step)."""
+    from .backbones import SmallCNN
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = SmallCNN(image_shape=(1, 28, 28), n_classes=10)
+    x = torch.rand(batch_size, 28 * 28)
+    y = torch.randint(0, 10, (batch_size,))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.01)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        if part == "scoring":
+            with torch.no_grad():
+                module.eval()(x)
+        else:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(module.train()(x), y).backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def _two_at_once(fn, *args, warmup_args=None):
+    """``fn(*args)``'s throughput in two processes at once over one alone."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(fn, *[[a] * 2 for a in (warmup_args or args)]))  # start both processes, warm up
+        one = pool.submit(fn, *args).result()
+        both = list(pool.map(fn, *[[a] * 2 for a in args]))
+    return {"one_process_s": one, "two_processes_s": both, "ratio": 2 * one / max(both)}
+
+
 def raw_scaling(iterations=2000):
     """What the machine gives two processes of plain single-thread torch work: throughput of two
     at once over one alone (2.0 on two free cores). The engines' ratios are measured against it."""
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_spin, [iterations // 10] * 2))  # start both processes, warm up
-        one = pool.submit(_spin, iterations).result()
-        both = list(pool.map(_spin, [iterations] * 2))
-    return {"one_process_s": one, "two_processes_s": both, "ratio": 2 * one / max(both)}
+    return _two_at_once(_spin, iterations, warmup_args=(iterations // 10,))
+
+
+def workload_scaling(scoring_batch, training_batch, seconds=8.0):
+    """The same two-process ratio for the engines' own work without an engine: the SmallCNN's
+    forward passes (what a Dask worker computes) and its training steps (what an Accelerate
+    process computes, less the all-reduce). A ratio below :func:`raw_scaling`'s is the cores'
+    shared caches and memory bandwidth (the CNN's activations far exceed a core's cache), which
+    no engine can win back; an engine's ratio below the workload's is the engine's own cost."""
+    result = {}
+    for part, batch in (("scoring", scoring_batch), ("training", training_batch)):
+        per_step = _cnn_work(part, 5, batch) / 5
+        steps = max(10, int(seconds / max(per_step, 1e-4)))
+        result[part] = {**_two_at_once(_cnn_work, part, steps, batch, warmup_args=(part, 5, batch)),
+                        "batch_size": batch, "steps": steps}  # fmt: skip
+    return result
 
 
 def hours(seconds):
     return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
-def efficiencies(training, dask, raw):
-    """Each engine's two-process (two-worker) ratio over the machine's raw one."""
+def efficiencies(training, dask, raw, workload=None):
+    """Each engine's two-process (two-worker) ratio over the machine's raw one and, with
+    ``workload``, over its own work's two-process ratio without the engine."""
     two_training = next((r for r in training if r.get("processes") == 2), None)
     two_dask = next((r for r in dask if r["workers"] == 2), None)
-    return {
+    result = {
         "accelerate_training": two_training["ratio_to_one_process"] / raw["ratio"] if two_training else None,
         "dask_scoring": two_dask["ratio_to_one_worker"] / raw["ratio"] if two_dask else None,
     }
+    if workload is not None:
+        result["accelerate_training_vs_workload"] = (
+            two_training["ratio_to_one_process"] / workload["training"]["ratio"] if two_training else None
+        )
+        result["dask_scoring_vs_workload"] = (
+            two_dask["ratio_to_one_worker"] / workload["scoring"]["ratio"] if two_dask else None
+        )
+    return result
 
 
-def summary(training, dask, target_rows, workers, meta, raw=None):
+def summary(training, dask, target_rows, workers, meta, raw=None, workload=None):
     """The Markdown summary: both tables, the efficiencies against the raw scaling, the calculation."""
     lines = [
         "# Scaling out, measured",
@@ -122,10 +175,31 @@ def summary(training, dask, target_rows, workers, meta, raw=None):
             "|---|---:|---:|",
         ]
         names = {"accelerate_training": "Accelerate training", "dask_scoring": "Dask scoring"}
-        for key, value in eff.items():
-            name = names[key]
-            if value is not None:
-                lines.append(f"| {name} | {value * raw['ratio']:.2f} | {value:.2f} |")
+        for key, name in names.items():
+            if eff[key] is not None:
+                lines.append(f"| {name} | {eff[key] * raw['ratio']:.2f} | {eff[key]:.2f} |")
+    if raw is not None and workload is not None:
+        eff = efficiencies(training, dask, raw, workload)
+        parts = {"accelerate_training": ("Accelerate training", "training"), "dask_scoring": ("Dask scoring", "scoring")}
+        lines += [
+            "",
+            "## Where the rest goes: the work itself, without an engine",
+            "",
+            "The engines' own work, the SmallCNN's training steps and forward passes on one torch thread, "
+            "in two processes at once against one alone, with no engine (no all-reduce, no scheduler), "
+            "measured in the same run. The machine's raw ratio minus the workload's is what two processes "
+            "of this network lose to the cores' shared caches and memory bandwidth; the workload's ratio "
+            "minus the engine's is the engine's own cost (all-reduce, scheduling, shipping the net).",
+            "",
+            "| engine | the work alone, 2 processes | engine at two | engine's efficiency against its work |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, (name, part) in parts.items():
+            if eff[key] is not None:
+                lines.append(
+                    f"| {name} | {workload[part]['ratio']:.2f} | {eff[key] * raw['ratio']:.2f} "
+                    f"| {eff[key + '_vs_workload']:.2f} |"
+                )
     one = next(r for r in dask if r["workers"] == 1)
     two = next((r for r in dask if r["workers"] == 2), None)
     efficiency = two["rows_per_s"] / (2 * one["rows_per_s"]) if two else 1.0
@@ -203,11 +277,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     load_at_start = os.getloadavg()
     raw = raw_scaling()
+    dask_defaults = scaling_dask.build_parser().parse_args([])  # block size and top-k as it has them
+    # a worker scores at the net's scoring batch: the CNN's training batch (its rows are 345 KB)
+    workload = workload_scaling(scaling_dask.fitted_net().scoring_batch_size(
+        torch.zeros(1, 28 * 28).numpy()), args.batch_size)
     training = scaling_training.measure(
         args.processes, args.train_rows, args.epochs, args.batch_size, args.gather_rows
     )
     torch.set_num_threads(1)
-    dask_defaults = scaling_dask.build_parser().parse_args([])  # block size and top-k as it has them
     dask = scaling_dask.measure(
         args.workers, args.pool_rows, dask_defaults.chunk_rows, dask_defaults.n_instances, args.repeats
     )
@@ -222,11 +299,12 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "training.json").write_text(json.dumps({**meta, "results": training}, indent=2) + "\n")
     scaling_dask.write(dask, args.out_dir, meta)
-    text, efficiency = summary(training, dask, args.target_rows, args.calc_workers, meta, raw)
+    text, efficiency = summary(training, dask, args.target_rows, args.calc_workers, meta, raw, workload)
     (args.out_dir / "summary.md").write_text(text)
     (args.out_dir / "scaling.json").write_text(
         json.dumps(
-            {**meta, "raw": raw, "efficiency": efficiencies(training, dask, raw), "training": training,
+            {**meta, "raw": raw, "workload": workload, "efficiency": efficiencies(training, dask, raw, workload),
+             "training": training,
              "dask": dask, "dask_efficiency_at_two": efficiency},  # fmt: skip
             indent=2,
         )
