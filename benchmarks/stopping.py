@@ -209,6 +209,26 @@ def outcomes(rows, names=None):
     return pd.DataFrame(out)
 
 
+def criterion_table(table, with_std=True):
+    """Markdown rows of :func:`outcomes`' table: per criterion, how often it stopped and too early,
+    its labels beyond the oracle's and the accuracy it lost (mean, std, 95% interval over seeds)."""
+    spread = " ± std" if with_std else ""
+    lines = [
+        f"| criterion | stopped | early (>{GAIN_POINTS} pt lost) | labels beyond the oracle: mean{spread} "
+        f"[95% CI] | accuracy lost, points: mean{spread} [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, group in table.groupby("criterion", sort=False):
+        extra, lost = _interval(group["extra_labels"]), _interval(group["accuracy_lost"])
+        extra_std, lost_std = (f" ± {extra[1]:.0f}", f" ± {lost[1]:.2f}") if with_std else ("", "")
+        lines.append(
+            f"| {name} | {group['fired'].sum()}/{len(group)} | {(group['accuracy_lost'] > GAIN_POINTS).sum()}"
+            f"/{len(group)} | {extra[0]:+.0f}{extra_std} [{extra[2]:+.0f}, {extra[3]:+.0f}] "
+            f"| {lost[0]:+.2f}{lost_std} [{lost[2]:+.2f}, {lost[3]:+.2f}] |"
+        )
+    return lines
+
+
 def summarize(rows, preset):
     """Markdown table: per criterion, labels beyond the oracle's and accuracy lost, paired by seed."""
     table = outcomes(rows)
@@ -220,17 +240,8 @@ def summarize(rows, preset):
         f"{n_seeds} seeds; the oracle stops at {oracle.mean():.0f} labels on average "
         f"({oracle.min()}-{oracle.max()}); the runs end at {rows['n_labeled'].max()}.",
         "",
-        "| criterion | stopped | early (>0.5 pt lost) | labels beyond the oracle: mean ± std [95% CI] "
-        "| accuracy lost, points: mean ± std [95% CI] |",
-        "|---|---|---|---|---|",
+        *criterion_table(table),
     ]
-    for name, group in table.groupby("criterion", sort=False):
-        extra, lost = _interval(group["extra_labels"]), _interval(group["accuracy_lost"])
-        lines.append(
-            f"| {name} | {group['fired'].sum()}/{len(group)} | {(group['accuracy_lost'] > GAIN_POINTS).sum()}"
-            f"/{len(group)} | {extra[0]:+.0f} ± {extra[1]:.0f} [{extra[2]:+.0f}, {extra[3]:+.0f}] "
-            f"| {lost[0]:+.2f} ± {lost[1]:.2f} [{lost[2]:+.2f}, {lost[3]:+.2f}] |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -338,17 +349,8 @@ def write_report(out_dir=RESULTS):
         "",
         "## All presets (seeds pooled)",
         "",
-        "| criterion | stopped | early (>0.5 pt lost) | labels beyond the oracle, mean [95% CI] "
-        "| accuracy lost, points, mean [95% CI] |",
-        "|---|---|---|---|---|",
+        *criterion_table(overall, with_std=False),
     ]
-    for name, group in overall.groupby("criterion", sort=False):
-        extra, lost = _interval(group["extra_labels"]), _interval(group["accuracy_lost"])
-        lines.append(
-            f"| {name} | {group['fired'].sum()}/{len(group)} | {(group['accuracy_lost'] > GAIN_POINTS).sum()}"
-            f"/{len(group)} | {extra[0]:+.0f} [{extra[2]:+.0f}, {extra[3]:+.0f}] "
-            f"| {lost[0]:+.2f} [{lost[2]:+.2f}, {lost[3]:+.2f}] |"
-        )
     lines += [
         "",
         "## Against kappa, paired by seed",

@@ -87,15 +87,27 @@ def _check_stop_set(X_stop):
 
 
 class _Criterion:
-    """One measurement per cycle; the decision reads the measurements so far."""
+    """One measurement per cycle; the decision reads the measurements so far: the mean of the
+    last ``window`` against ``threshold``, at most it (or, with ``_stops_above``, at least)."""
 
-    def __init__(self, X_stop: InputData, *, window: int = 1):
+    _stops_above = False
+
+    def __init__(self, X_stop: InputData, *, threshold: float, window: int):
         self.X_stop = X_stop
+        self.threshold = threshold
         self.window = window
+
+    def _params(self):
+        return {"threshold": self.threshold, "window": self.window}
 
     def _check_params(self):
         _check_stop_set(self.X_stop)
         _check_window(self.window)
+        # a kappa threshold of 0 would stop at once; a share or an entropy of 0 is a real goal
+        _check_fraction("threshold", self.threshold, low_open=self._stops_above)
+
+    def _stops(self, value):
+        return value >= self.threshold if self._stops_above else value <= self.threshold
 
     def update(self, learner: Any) -> StoppingDecision:
         """Measure ``learner`` on the stop set, record the value and decide.
@@ -195,16 +207,10 @@ class StabilizingPredictions(_Criterion):
     (4, True)
     """
 
+    _stops_above = True
+
     def __init__(self, X_stop: InputData, *, threshold: float = 0.99, window: int = 3):
-        super().__init__(X_stop, window=window)
-        self.threshold = threshold
-
-    def _params(self):
-        return {"threshold": self.threshold, "window": self.window}
-
-    def _check_params(self):
-        super()._check_params()
-        _check_fraction("threshold", self.threshold, low_open=True)
+        super().__init__(X_stop, threshold=threshold, window=window)
 
     def _measure(self, learner):
         labels = np.asarray(learner.predict(self.X_stop))
@@ -214,9 +220,6 @@ class StabilizingPredictions(_Criterion):
         if np.array_equal(labels, previous):
             return 1.0, labels  # kappa is 0/0 when both cycles predict one class
         return float(cohen_kappa_score(previous, labels)), labels
-
-    def _stops(self, value):
-        return value >= self.threshold
 
 
 class OverallUncertainty(_Criterion):
@@ -255,15 +258,7 @@ class OverallUncertainty(_Criterion):
     """
 
     def __init__(self, X_stop: InputData, *, threshold: float = 0.05, window: int = 1):
-        super().__init__(X_stop, window=window)
-        self.threshold = threshold
-
-    def _params(self):
-        return {"threshold": self.threshold, "window": self.window}
-
-    def _check_params(self):
-        super()._check_params()
-        _check_fraction("threshold", self.threshold)
+        super().__init__(X_stop, threshold=threshold, window=window)
 
     def _measure(self, learner):
         proba = np.asarray(learner.predict_proba(self.X_stop), dtype=float)
@@ -271,8 +266,6 @@ class OverallUncertainty(_Criterion):
             raise ValueError(f"predict_proba must give one row of at least 2 classes per row; got {proba.shape}.")
         return float(entr(proba).sum(axis=1).mean() / math.log(proba.shape[1])), None
 
-    def _stops(self, value):
-        return value <= self.threshold
 
 
 def _fitted(learner):
@@ -329,15 +322,7 @@ class TDDisagreement(_Criterion):
     """
 
     def __init__(self, X_stop: InputData, *, threshold: float = 0.002, window: int = 3):
-        super().__init__(X_stop, window=window)
-        self.threshold = threshold
-
-    def _params(self):
-        return {"threshold": self.threshold, "window": self.window}
-
-    def _check_params(self):
-        super()._check_params()
-        _check_fraction("threshold", self.threshold)
+        super().__init__(X_stop, threshold=threshold, window=window)
 
     def _measure(self, learner):
         td = _predict_td(_fitted(learner), self.X_stop)  # a Committee: its members' mean
@@ -349,5 +334,3 @@ class TDDisagreement(_Criterion):
             )
         return float(np.mean(td.argmax(axis=1) != proba.argmax(axis=1))), None
 
-    def _stops(self, value):
-        return value <= self.threshold
