@@ -210,6 +210,7 @@ class TestCriterionContract:
 
     def test_repr_names_the_parameters_not_the_rows(self):
         assert repr(TDDisagreement(X_STOP)) == "TDDisagreement(X_stop=<200 rows>, threshold=0.002, window=3)"
+        assert repr(OverallUncertainty(None)) == "OverallUncertainty(X_stop=None, threshold=0.001, window=1)"
 
 
 # --- real loops -------------------------------------------------------------------------
