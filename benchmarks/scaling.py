@@ -200,6 +200,23 @@ def summary(training, dask, target_rows, workers, meta, raw=None, workload=None)
                     f"| {name} | {workload[part]['ratio']:.2f} | {eff[key] * raw['ratio']:.2f} "
                     f"| {eff[key + '_vs_workload']:.2f} |"
                 )
+        profiled = [r for r in dask if "worker_cpu_s" in r]
+        if profiled:
+            lines += [
+                "",
+                "Where Dask's time goes, during the timed queries: the workers' CPU seconds (all their "
+                "threads), their utilization (CPU seconds over workers x wall time; the rest is waiting "
+                "for a task, or for the other worker at the end of a query) and this process's CPU "
+                "(the client and the scheduler, which a LocalCluster runs here, on the same two cores).",
+                "",
+                "| setting | workers' CPU s | worker utilization | client + scheduler, share of a core |",
+                "|---|---|---:|---:|",
+            ]
+            for r in profiled:
+                cpu = ", ".join(f"{c:.2f}" for c in r["worker_cpu_s"])
+                lines.append(
+                    f"| {r['setting']} | {cpu} | {r['worker_utilization']:.2f} | {r['main_process_share_of_a_core']:.2f} |"
+                )
     one = next(r for r in dask if r["workers"] == 1)
     two = next((r for r in dask if r["workers"] == 2), None)
     efficiency = two["rows_per_s"] / (2 * one["rows_per_s"]) if two else 1.0

@@ -59,6 +59,13 @@ def fitted_net(seed=0):
     return net.fit(X, y)
 
 
+def _process_seconds():
+    """CPU seconds of this process, all its threads (on a worker: through ``client.run``)."""
+    import time
+
+    return time.process_time()
+
+
 def measure(workers, rows, chunk_rows, n_instances, repeats, malloc_trim=False, seed=0):
     """rows/s in memory and on a LocalCluster of each number of ``workers``."""
     import dask
@@ -91,9 +98,19 @@ def measure(workers, rows, chunk_rows, n_instances, repeats, malloc_trim=False, 
             expected = tidal_entropy(net, X, n_instances)
             np.testing.assert_array_equal(tidal_entropy(net, on_workers, n_instances), expected)  # warm-up
             times = []
+            # where the time goes: each worker's CPU seconds (idle = waiting for tasks) and this
+            # process's (the client, and the scheduler, which LocalCluster runs here)
+            workers_before, main_before = client.run(_process_seconds), _process_seconds()
             for _ in tqdm(range(repeats), desc=f"{n} worker(s)"):
                 times.append(timed(tidal_entropy, net, on_workers, n_instances))
-        results.append({"setting": f"{n} worker(s)", "workers": n, "times_s": times})
+            main_cpu = _process_seconds() - main_before
+            worker_cpu = sorted(client.run(_process_seconds)[w] - workers_before[w] for w in workers_before)
+        results.append({
+            "setting": f"{n} worker(s)", "workers": n, "times_s": times,
+            "worker_cpu_s": worker_cpu, "main_process_cpu_s": main_cpu,
+            "worker_utilization": sum(worker_cpu) / (n * sum(times)),
+            "main_process_share_of_a_core": main_cpu / sum(times),
+        })  # fmt: skip
     for result in results:
         result["median_s"] = float(np.median(result["times_s"]))
         result["rows_per_s"] = rows / result["median_s"]

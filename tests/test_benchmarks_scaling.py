@@ -72,3 +72,18 @@ def test_the_workload_alone_runs_in_two_processes_and_the_engines_divide_by_it()
             "gather_rows": 10}  # fmt: skip
     text, _ = scaling.summary(training, dask, 1e6, [1], meta, {"ratio": 2.0}, fixed)
     assert "| Dask scoring | 1.80 | 1.80 | 1.00 |" in text and "| Accelerate training | 1.70 | 1.60 | 0.94 |" in text
+
+
+def test_dask_scoring_records_where_the_time_goes():
+    from benchmarks import scaling_dask
+
+    pytest.importorskip("distributed")
+    results = scaling_dask.measure([1], rows=200, chunk_rows=100, n_instances=5, repeats=1)
+    one = next(r for r in results if r["workers"] == 1)
+    assert len(one["worker_cpu_s"]) == 1 and one["worker_cpu_s"][0] > 0
+    assert 0 < one["worker_utilization"] < 2 and 0 <= one["main_process_share_of_a_core"] < 2
+    meta = {"arguments": "", "machine": "m", "load_average_at_start": [0.1], "load_average_at_end": [0.2],
+            "gather_rows": 10}  # fmt: skip
+    fixed = {"training": {"ratio": 1.7}, "scoring": {"ratio": 1.8}}
+    text, _ = scaling.summary([], results, 1e6, [1], meta, {"ratio": 2.0}, fixed)
+    assert "| 1 worker(s) |" in text and "client + scheduler" in text
