@@ -176,6 +176,12 @@ class TestCriterionContract:
             criterion.update(learner)
         assert not hasattr(criterion, "values_")
 
+    def test_numpy_thresholds_are_numbers(self):
+        learner = Scripted(labels=[np.zeros(N_STOP, int)] * 2)
+        criterion = StabilizingPredictions(X_STOP, threshold=np.float32(0.9), window=1)
+        run(criterion, learner, 2)
+        assert criterion.decisions_[-1].stop
+
     def test_a_failed_update_records_nothing(self):
         labels = changing_labels([10, 0])
         criterion = StabilizingPredictions(X_STOP, window=1)

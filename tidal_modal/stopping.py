@@ -24,6 +24,7 @@ the estimator of a scikit-activeml loop.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,7 +66,7 @@ class StoppingDecision(NamedTuple):
 
 
 def _check_fraction(name, value, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
         (0 < value <= 1) if low_open else (0 <= value <= 1)
     ):
         interval = "(0, 1]" if low_open else "[0, 1]"
