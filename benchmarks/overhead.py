@@ -263,6 +263,11 @@ def bare_forward_with_head(net, pool, batch_size=BATCH_SIZE):
             forward_with_head(module, head, taps, torch.as_tensor(pool[start : start + batch_size]))
 
 
+def _optional(result, key):
+    """A ratio of a newer run, ``-`` in results measured before it was."""
+    return f"{result[key]:.3f}" if key in result else "-"
+
+
 def measure_query(name, repeats, n_pool):
     X, y = random_data(2000, seed=0)
     torch.manual_seed(0)
@@ -279,7 +284,11 @@ def measure_query(name, repeats, n_pool):
         f"floor_{size}": (lambda size=size: bare_forward_with_head(net, pool, size))
         for size in FLOOR_BATCH_SIZES
     }
-    times = interleaved({**runs, **floors}, repeats)
+    # the floor at the strategies' own batch: splits a ratio to the fastest floor into the batch
+    # rule's part (this floor / the fastest) and the query's own work around the pass
+    scoring_batch = net.scoring_batch_size(pool)
+    at_scoring_batch = {"floor_scoring_batch": lambda: bare_forward_with_head(net, pool, scoring_batch)}
+    times = interleaved({**runs, **floors, **at_scoring_batch}, repeats)
     flops = {key: count_flops(run) for key, run in runs.items()}
     result = {
         "backbone": name,
@@ -298,6 +307,9 @@ def measure_query(name, repeats, n_pool):
     result["fastest_floor_batch"] = min(FLOOR_BATCH_SIZES, key=lambda size: result[f"floor_{size}_s"])
     for strategy in ("tidal_entropy", "tidal_margin", "entropy_sampling"):
         result[f"{strategy}_vs_fastest_floor"] = median_ratio(times[strategy], fastest)
+    result["scoring_floor_vs_fastest_floor"] = median_ratio(times["floor_scoring_batch"], fastest)
+    for strategy in ("tidal_entropy", "tidal_margin"):
+        result[f"{strategy}_vs_scoring_floor"] = median_ratio(times[strategy], times["floor_scoring_batch"])
     for strategy in ("tidal_entropy", "tidal_margin"):
         result[f"{strategy}_vs_entropy_sampling"] = median_ratio(times[strategy], times["entropy_sampling"])
         result[f"{strategy}_vs_bare_forward"] = median_ratio(times[strategy], times["bare_forward"])
@@ -518,12 +530,16 @@ def markdown(results):
         "*fastest floor*: the fastest of them in each repeat, the physical floor of scoring a pool. "
         "The strategies score at the net's scoring batch size (`scoring_batch_size`: "
         "`iterator_valid__batch_size` if set, else 24 MiB of input and layer outputs, at most 4,096 "
-        "rows and at least the training batch).",
+        "rows and at least the training batch). The last three columns split a strategy's ratio: "
+        "*floor at the scoring batch / fastest floor* is the batch rule's share, *strategy / floor at "
+        "the scoring batch* the query's own work around the pass (copying outputs, softmax, scores, "
+        "top-k).",
         "",
         "| backbone | scoring batch | " + " | ".join(f"floor at {b} s" for b in FLOOR_BATCH_SIZES)
         + " | tidal_entropy / fastest floor | tidal_margin / fastest floor "
-        "| entropy_sampling / fastest floor |",
-        "|---|---|" + "---|" * len(FLOOR_BATCH_SIZES) + "---|---|---|",
+        "| entropy_sampling / fastest floor | floor at the scoring batch / fastest floor "
+        "| tidal_entropy / floor at the scoring batch | tidal_margin / floor at the scoring batch |",
+        "|---|---|" + "---|" * len(FLOOR_BATCH_SIZES) + "---|---|---|---|---|---|",
     ]
     for r in results.get("query", []):
         if "fastest_floor_s" not in r:
@@ -534,7 +550,10 @@ def markdown(results):
             f"| {r['backbone']} | {r['scoring_batch_size']} | {floors} "
             f"| {verdict(r, 'tidal_entropy', 'fastest_floor', target)} "
             f"| {verdict(r, 'tidal_margin', 'fastest_floor', target)} "
-            f"| {verdict(r, 'entropy_sampling', 'fastest_floor', target)} |"
+            f"| {verdict(r, 'entropy_sampling', 'fastest_floor', target)} "
+            f"| {_optional(r, 'scoring_floor_vs_fastest_floor')} "
+            f"| {_optional(r, 'tidal_entropy_vs_scoring_floor')} "
+            f"| {_optional(r, 'tidal_margin_vs_scoring_floor')} |"
         )
     lines += [
         "",

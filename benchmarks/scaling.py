@@ -180,7 +180,10 @@ def summary(training, dask, target_rows, workers, meta, raw=None, workload=None)
                 lines.append(f"| {name} | {eff[key] * raw['ratio']:.2f} | {eff[key]:.2f} |")
     if raw is not None and workload is not None:
         eff = efficiencies(training, dask, raw, workload)
-        parts = {"accelerate_training": ("Accelerate training", "training"), "dask_scoring": ("Dask scoring", "scoring")}
+        parts = {
+            "accelerate_training": ("Accelerate training", "training"),
+            "dask_scoring": ("Dask scoring", "scoring"),
+        }
         lines += [
             "",
             "## Where the rest goes: the work itself, without an engine",
@@ -215,7 +218,8 @@ def summary(training, dask, target_rows, workers, meta, raw=None, workload=None)
             for r in profiled:
                 cpu = ", ".join(f"{c:.2f}" for c in r["worker_cpu_s"])
                 lines.append(
-                    f"| {r['setting']} | {cpu} | {r['worker_utilization']:.2f} | {r['main_process_share_of_a_core']:.2f} |"
+                    f"| {r['setting']} | {cpu} | {r['worker_utilization']:.2f} "
+                    f"| {r['main_process_share_of_a_core']:.2f} |"
                 )
     one = next(r for r in dask if r["workers"] == 1)
     two = next((r for r in dask if r["workers"] == 2), None)
@@ -320,7 +324,8 @@ def main(argv=None):
     (args.out_dir / "summary.md").write_text(text)
     (args.out_dir / "scaling.json").write_text(
         json.dumps(
-            {**meta, "raw": raw, "workload": workload, "efficiency": efficiencies(training, dask, raw, workload),
+            {**meta, "raw": raw, "workload": workload,
+             "efficiency": efficiencies(training, dask, raw, workload),
              "training": training,
              "dask": dask, "dask_efficiency_at_two": efficiency},  # fmt: skip
             indent=2,

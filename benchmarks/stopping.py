@@ -11,7 +11,8 @@ the first cycle whose accuracy (smoothed over 3 cycles) is within 0.5 points of 
 run ends at (the mean of its last 3 cycles), so that labeling on gains no more than that. Per
 criterion and preset, paired by seed: the labels it would have spent beyond the oracle's
 (negative: it stopped early) and the accuracy lost by stopping there against the run's end
-(smoothed, in points; more than 0.5 means it stopped too early). Rows are stored seed by seed; a killed run resumes.
+(smoothed, in points; more than 0.5 means it stopped too early). Rows are stored seed by seed;
+a killed run resumes.
 
 Run ``python -m benchmarks.stopping`` for every committed preset (about an hour on one core),
 ``--preset NAME`` (repeatable) for some, ``--report`` to rewrite the summary from stored rows.
@@ -42,7 +43,17 @@ from .datasets import load_dataset  # noqa: E402
 from .protocol import ALConfig, run_active_learning  # noqa: E402
 from .run import PRESETS  # noqa: E402
 
-__all__ = ["CRITERIA", "VARIANTS", "main", "oracle_cycle", "outcomes", "replay", "stop_cycles", "summarize", "sweep"]
+__all__ = [
+    "CRITERIA",
+    "VARIANTS",
+    "main",
+    "oracle_cycle",
+    "outcomes",
+    "replay",
+    "stop_cycles",
+    "summarize",
+    "sweep",
+]
 
 RESULTS = Path(__file__).parent / "results" / "stopping"
 STRATEGY = "tidal_entropy"
@@ -142,7 +153,12 @@ def replay(preset, seeds=None, extra_cycles=6, out_dir=RESULTS):
 
 def smoothed(accuracy):
     """Each cycle's accuracy averaged with its neighbours (:data:`SMOOTHING` cycles, centred)."""
-    return pd.Series(np.asarray(accuracy, float)).rolling(SMOOTHING, center=True, min_periods=1).mean().to_numpy()
+    return (
+        pd.Series(np.asarray(accuracy, float))
+        .rolling(SMOOTHING, center=True, min_periods=1)
+        .mean()
+        .to_numpy()
+    )
 
 
 def final_accuracy(accuracy):
@@ -273,7 +289,12 @@ def plot(rows, preset, path):
             ax.plot(run["n_labeled"], run[name], color="C0", lw=0.8, alpha=0.7)
             stop = table[(table.seed == seed) & (table.criterion == name)].iloc[0]
             if stop["fired"]:
-                ax.plot(stop["stop_labels"], run[run["n_labeled"] == stop["stop_labels"]][name].iloc[0], "rv", ms=6)
+                ax.plot(
+                    stop["stop_labels"],
+                    run[run["n_labeled"] == stop["stop_labels"]][name].iloc[0],
+                    "rv",
+                    ms=6,
+                )
     axes[0, 0].set(title="test accuracy, | = oracle", ylabel="%", xlabel="labels")
     axes[0, 0].tick_params(labelbottom=True)
     for name, ax in panels.items():
@@ -284,7 +305,8 @@ def plot(rows, preset, path):
             ax.set_ylim(bottom=0)
     axes[1, 0].axis("off")
     axes[1, 0].text(
-        0, 0.5,
+        0,
+        0.5,
         "one line per seed\nv: where it stops\n- -: its threshold\n\nfirst row: tidal_modal.stopping\n"
         "second row: TD variants\n(benchmarks.stopping.VARIANTS)",
         va="center",
@@ -310,14 +332,22 @@ def sweep(rows):
     for name, thresholds in SWEEP.items():
         for threshold in thresholds:
             criterion = CRITERIA[name]([[0.0]], threshold=threshold)
-            for seed, run in rows.groupby(["preset", "seed"]):
+            for _, run in rows.groupby(["preset", "seed"]):
                 run = run.sort_values("cycle")
                 values, labels = run[name].tolist(), run["n_labeled"].to_numpy()
                 s, end = smoothed(run["accuracy"]) * 100, final_accuracy(run["accuracy"]) * 100
-                at = next((c for c in range(len(values)) if criterion.decide(values[: c + 1]).stop), len(values) - 1)
+                at = next(
+                    (c for c in range(len(values)) if criterion.decide(values[: c + 1]).stop), len(values) - 1
+                )
                 oracle = oracle_cycle(run["accuracy"])
-                out.append(dict(criterion=name, threshold=threshold, extra_labels=labels[at] - labels[oracle],
-                                accuracy_lost=end - s[at]))
+                out.append(
+                    dict(
+                        criterion=name,
+                        threshold=threshold,
+                        extra_labels=labels[at] - labels[oracle],
+                        accuracy_lost=end - s[at],
+                    )
+                )
     return pd.DataFrame(out)
 
 
@@ -385,13 +415,15 @@ def write_report(out_dir=RESULTS):
         "The library's criteria at other thresholds, decided on the same recorded values "
         "(`criterion.decide`), all presets' seeds pooled.",
         "",
-        "| criterion | threshold | labels beyond the oracle, mean | stops early (>0.5 pt lost) | accuracy lost, points, mean |",
+        "| criterion | threshold | labels beyond the oracle, mean | stops early (>0.5 pt lost) "
+        "| accuracy lost, points, mean |",
         "|---|---|---|---|---|",
     ]
     for (name, threshold), group in swept.groupby(["criterion", "threshold"], sort=False):
         lines.append(
             f"| {name} | {threshold:g} | {group['extra_labels'].mean():+.0f} | "
-            f"{(group['accuracy_lost'] > GAIN_POINTS).sum()}/{len(group)} | {group['accuracy_lost'].mean():+.2f} |"
+            f"{(group['accuracy_lost'] > GAIN_POINTS).sum()}/{len(group)} "
+            f"| {group['accuracy_lost'].mean():+.2f} |"
         )
     text = "\n".join([*lines, "", "## Per preset", "", *parts])
     write_atomically(out_dir / "summary.md", lambda f: f.write(text.encode()))
@@ -400,10 +432,13 @@ def write_report(out_dir=RESULTS):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.stopping", description=__doc__.split("\n\n", 1)[1],
+        prog="python -m benchmarks.stopping",
+        description=__doc__.split("\n\n", 1)[1],
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--preset", action="append", choices=COMMITTED, help="(default: every committed preset)")
+    parser.add_argument(
+        "--preset", action="append", choices=COMMITTED, help="(default: every committed preset)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="(default: the preset's)")
     parser.add_argument("--extra-cycles", type=int, default=6, help="cycles past the preset's budget")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)

@@ -67,7 +67,7 @@ criteria = {
     "TD disagreement": TDDisagreement(X_stop),
 }
 labels, accuracy = [], []
-for cycle in range(24):
+for _ in range(24):
     for criterion in criteria.values():
         criterion.update(learner)
     labels.append(len(learner.y_training))

@@ -19,8 +19,9 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     )  # fmt: skip
     assert [(r["backbone"], r["td_hidden"]) for r in results["fit"]] == overhead.FIT_RUNS
     assert [r["backbone"] for r in results["query"]] == list(overhead.BACKBONES)
-    # every side was timed once per repeat (the query's five, its floors, and the fastest floor)
-    sides = {"fit": 4, "query": 5 + len(overhead.FLOOR_BATCH_SIZES) + 1, "disal": 5}
+    # every side was timed once per repeat (the query's five, its floors, the floor at its scoring
+    # batch, and the fastest floor)
+    sides = {"fit": 4, "query": 5 + len(overhead.FLOOR_BATCH_SIZES) + 2, "disal": 5}
     for part, n_sides in sides.items():
         for r in results[part]:
             assert len(r["times"]) == n_sides and all(len(t) == 2 and min(t) > 0 for t in r["times"].values())
@@ -68,6 +69,8 @@ PLANTED = {
     "floor_512": [1.0, 3.0, 4.0],
     "floor_1024": [2.0, 3.0, 0.5],
     "floor_4096": [5.0, 5.0, 5.0],
+    # / the fastest floor: 1.5, 1, 2 -> 1.5; tidal_entropy / it: 2, 1, 4 -> 2; tidal_margin: 4/3, 5, 8 -> 5
+    "floor_scoring_batch": [1.5, 2.0, 1.0],
 }
 
 
@@ -94,6 +97,8 @@ def test_ratios_are_medians_of_the_per_repeat_ratios(planted_times):
     assert query["times"]["fastest_floor"] == [1.0, 2.0, 0.5]
     assert query["tidal_entropy_vs_fastest_floor"] == 3.0  # not the ratio to any one floor
     assert query["fastest_floor_batch"] == 1024  # the floor of the lowest median: 2 (4, 3, 2, 5)
+    assert query["scoring_floor_vs_fastest_floor"] == 1.5  # not one of the floors the fastest is of
+    assert (query["tidal_entropy_vs_scoring_floor"], query["tidal_margin_vs_scoring_floor"]) == (2.0, 5.0)
 
     disal = overhead.measure_disal("mlp", 3, n_train=64, epochs=1, n_pool=256)
     assert (disal["fit_ratio"], disal["disal_vs_tidal_entropy"]) == (1.0, 2.0)

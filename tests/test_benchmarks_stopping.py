@@ -21,8 +21,13 @@ def test_the_oracle_is_the_first_cycle_within_half_a_point_of_the_end():
 def run_rows(values, accuracy, labels_per_cycle=10):
     n = len(accuracy)
     return pd.DataFrame(
-        {"seed": 0, "cycle": range(n), "n_labeled": [10 + labels_per_cycle * c for c in range(n)],
-         "accuracy": accuracy, **values}  # fmt: skip
+        {
+            "seed": 0,
+            "cycle": range(n),
+            "n_labeled": [10 + labels_per_cycle * c for c in range(n)],
+            "accuracy": accuracy,
+            **values,
+        }  # fmt: skip
     )
 
 
@@ -31,7 +36,7 @@ def test_outcomes_count_labels_and_accuracy_against_the_oracle():
     nan = float("nan")
     values = {
         "kappa": [nan, 0.5, 0.9, 0.995, 0.995, 0.995, 1.0, 1.0],  # window 3 >= 0.99: cycle 5
-        "uncertainty": [0.5, 0.3, 0.04, 0.01, 0.01, 0.0, 0.0, 0.0],  # <= 0.05: cycle 2, early
+        "uncertainty": [0.5, 0.3, 0.0005, 0.0001, 0.0001, 0.0, 0.0, 0.0],  # <= 0.001: cycle 2, early
         "td_disagreement": [0.2] * 8,  # never
     }
     rows = run_rows(values, accuracy)

@@ -22,7 +22,9 @@ PUBLIC = {
     "tidal_modal.dask": ["dask_top_k"],
     "tidal_modal.accelerate": ["AcceleratedTiDALNetClassifier", "DistributedTrainingDynamics"],
     "tidal_modal.skactiveml": ["DISALSampling", "TiDALSampling"],
-    "tidal_modal.stopping": ["StabilizingPredictions", "OverallUncertainty", "TDDisagreement", "StoppingDecision"],
+    "tidal_modal.stopping": [
+        "StabilizingPredictions", "OverallUncertainty", "TDDisagreement", "StoppingDecision"
+    ],  # fmt: skip
     "tidal_modal.modules": ["TDHead", "FeatureTap", "attach_taps", "unwrap"],
     "tidal_modal.trajectory": ["Trajectory"],
     "tidal_modal.dynamics": ["TrainingDynamics"],

@@ -254,7 +254,9 @@ def test_tidal_active_learner_loop(digits):
     X, y = digits
     start, stop_rows = np.arange(40), np.arange(1500, 1797)
     pool = np.arange(40, 1500)
-    learner = TiDALActiveLearner(tidal_net(), query_strategy=tidal_entropy, X_training=X[start], y_training=y[start])
+    learner = TiDALActiveLearner(
+        tidal_net(), query_strategy=tidal_entropy, X_training=X[start], y_training=y[start]
+    )
     all_criteria = criteria(X[stop_rows])
     decisions = loop(learner, X, y, pool, 5, all_criteria)
     check_values(all_criteria, 5)
@@ -267,7 +269,9 @@ def test_tidal_active_learner_loop(digits):
 def test_committee_loop(digits):
     X, y = digits
     members = [
-        TiDALActiveLearner(tidal_net(), X_training=X[k * 20 : k * 20 + 40], y_training=y[k * 20 : k * 20 + 40])
+        TiDALActiveLearner(
+            tidal_net(), X_training=X[k * 20 : k * 20 + 40], y_training=y[k * 20 : k * 20 + 40]
+        )
         for k in range(2)
     ]
     committee = Committee(members, query_strategy=tidal_entropy)
@@ -291,7 +295,10 @@ def test_pipeline_and_a_plain_estimator(digits):
 def test_modal_active_learner_with_a_scikit_learn_model(digits):
     X, y = digits
     learner = ActiveLearner(
-        LogisticRegression(max_iter=200), query_strategy=uncertainty_sampling, X_training=X[:40], y_training=y[:40]
+        LogisticRegression(max_iter=200),
+        query_strategy=uncertainty_sampling,
+        X_training=X[:40],
+        y_training=y[:40],
     )
     all_criteria = [StabilizingPredictions(X[1500:]), OverallUncertainty(X[1500:])]
     loop(learner, X, y, np.arange(40, 1500), 4, all_criteria)

@@ -746,12 +746,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """Yield the module's outputs batch by batch, as :meth:`skorch.NeuralNet.forward_iter`.
 
         ``X`` must match the net's training data (every prediction goes through here; the checks
-        read shapes, and a batch whose output is not finite is checked for NaN in its input). Arrays (memory-mapped ones
-        too) and tensors are sliced into batches of ``iterator_valid__batch_size`` (or
-        ``batch_size``) rows, as skorch batches them, instead of going through a ``Dataset`` row
-        by row and ``default_collate``: on small networks that per-row path costs more than the
-        forward pass itself. Other inputs take skorch's path. As in skorch, a net that was
-        initialized but never fitted predicts with its initial weights.
+        read shapes, and a batch whose output is not finite is checked for NaN in its input).
+        Arrays (memory-mapped ones too) and tensors are sliced into batches of
+        ``iterator_valid__batch_size`` (or ``batch_size``) rows, as skorch batches them, instead
+        of going through a ``Dataset`` row by row and ``default_collate``: on small networks that
+        per-row path costs more than the forward pass itself. Other inputs take skorch's path. As
+        in skorch, a net that was initialized but never fitted predicts with its initial weights.
 
         With ``scoring=True`` (a keyword of ours) the batches are those of pool scoring,
         :meth:`scoring_batch_size` rows: what ``disal`` reads the pool with.

@@ -66,8 +66,10 @@ class StoppingDecision(NamedTuple):
 
 
 def _check_fraction(name, value, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        (0 < value <= 1) if low_open else (0 <= value <= 1)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not ((0 < value <= 1) if low_open else (0 <= value <= 1))
     ):
         interval = "(0, 1]" if low_open else "[0, 1]"
         raise ValueError(f"{name} must be a number in {interval}; got {value!r}.")
@@ -268,9 +270,10 @@ class OverallUncertainty(_Criterion):
     def _measure(self, learner):
         proba = np.asarray(learner.predict_proba(self.X_stop), dtype=float)
         if proba.ndim != 2 or proba.shape[1] < 2:
-            raise ValueError(f"predict_proba must give one row of at least 2 classes per row; got {proba.shape}.")
+            raise ValueError(
+                f"predict_proba must give one row of at least 2 classes per row; got {proba.shape}."
+            )
         return float(entr(proba).sum(axis=1).mean() / math.log(proba.shape[1])), None
-
 
 
 def _fitted(learner):
@@ -340,4 +343,3 @@ class TDDisagreement(_Criterion):
                 f"{td.shape[1:]}; the classifier and its TD head must share the classes."
             )
         return float(np.mean(td.argmax(axis=1) != proba.argmax(axis=1))), None
-
