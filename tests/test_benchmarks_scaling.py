@@ -1,5 +1,6 @@
 """benchmarks.scaling: the training measurement runs on two processes, and the calculation is right."""
 
+import numpy as np
 import pytest
 
 from benchmarks import scaling, scaling_training
@@ -89,3 +90,14 @@ def test_dask_scoring_records_where_the_time_goes():
     fixed = {"training": {"ratio": 1.7}, "scoring": {"ratio": 1.8}}
     text, _ = scaling.summary([], results, 1e6, [1], meta, {"ratio": 2.0}, fixed)
     assert "| 1 worker(s) |" in text and "client + scheduler" in text
+
+
+def test_rounds_divide_by_their_own_raw_ratio_and_report_the_medians():
+    rounds = [
+        {"raw": {"ratio": raw}, "efficiency": {"accelerate_training": acc / raw, "dask_scoring": dask / raw}}
+        for raw, acc, dask in [(2.0, 1.9, 1.6), (1.6, 1.5, 1.6), (1.8, 1.6, 1.7)]
+    ]
+    text, medians = scaling.rounds_summary(rounds)
+    assert medians["accelerate_training"] == pytest.approx(np.median([0.95, 1.5 / 1.6, 1.6 / 1.8]))
+    assert medians["dask_scoring"] == pytest.approx(np.median([0.8, 1.0, 1.7 / 1.8]))
+    assert "| 2 | 1.60 | 1.50 | 1.60 | 0.94 | 1.00 |" in text and "| median |" in text
