@@ -810,7 +810,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
             batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
         to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
         for Xi in iter_slices(X, batch_size):
-            Xi = torch.as_tensor(Xi)  # no copy; checked for NaN by its outputs (check_finite_output)
+            # no copy of C-ordered rows; others (a DataFrame's columns) are copied batch by batch,
+            # so that a pool's scores do not depend on its memory layout: torch's kernels for
+            # strided input round the last bit differently, which decides exact ties
+            Xi = torch.as_tensor(Xi).contiguous()
             if to_gpu and Xi.device.type == "cpu":
                 # page-locked, so that the copy runs asynchronously, next to the GPU's work
                 Xi = Xi.pin_memory().to(self.device, non_blocking=True)
