@@ -41,10 +41,12 @@ from tidal_modal.stopping import OverallUncertainty, StabilizingPredictions, TDD
 from .cli import HelpFormatter  # noqa: E402
 from .datasets import load_dataset  # noqa: E402
 from .protocol import ALConfig, run_active_learning  # noqa: E402
+from .report import _t_half  # noqa: E402
 from .run import PRESETS  # noqa: E402
 
 __all__ = [
     "CRITERIA",
+    "DECIDERS",
     "VARIANTS",
     "main",
     "oracle_cycle",
@@ -70,27 +72,22 @@ CRITERIA = {
 }
 
 
-def _window_mean(threshold, window, above):
-    def decide(values):
-        recent = np.asarray(values, dtype=float)[-window:]
-        if len(recent) < window or np.isnan(recent).any():
-            return False
-        return recent.mean() >= threshold if above else recent.mean() <= threshold
-
-    return decide
-
+_NO_ROWS = [[0.0]]  # decide() reads only a criterion's threshold and window, never its stop set
 
 # variants from training dynamics, screened next to the library's criteria (not public), all
-# scale-free: td_kappa, stabilizing predictions on the TD head's argmax (kappa >= 0.99 over 3
-# cycles); td_rank, the Spearman correlation of the stop set's predicted TD entropy between
-# cycles (the ranking of what is uncertain settles: >= 0.95 over 3 cycles); td_share, the share
-# of the stop set whose predicted TD entropy exceeds the 0.9 quantile of the labeled rows'
-# recorded TD entropy (<= 0.05 over 2 cycles: the stop set looks no harder than the labeled rows)
+# scale-free and decided by the library's rule for a value of their kind: td_kappa, stabilizing
+# predictions on the TD head's argmax (kappa >= 0.99 over 3 cycles); td_rank, the Spearman
+# correlation of the stop set's predicted TD entropy between cycles (the ranking of what is
+# uncertain settles: >= 0.95 over 3 cycles); td_share, the share of the stop set whose predicted
+# TD entropy exceeds the 0.9 quantile of the labeled rows' recorded TD entropy (<= 0.05 over 2
+# cycles: the stop set looks no harder than the labeled rows)
 VARIANTS = {
-    "td_kappa": _window_mean(0.99, 3, above=True),
-    "td_rank": _window_mean(0.95, 3, above=True),
-    "td_share": _window_mean(0.05, 2, above=False),
+    "td_kappa": StabilizingPredictions(_NO_ROWS, threshold=0.99, window=3),
+    "td_rank": StabilizingPredictions(_NO_ROWS, threshold=0.95, window=3),
+    "td_share": TDDisagreement(_NO_ROWS, threshold=0.05, window=2),
 }
+# what decides each recorded column: the library's criteria at their defaults, then the variants
+DECIDERS = {**{name: make(_NO_ROWS) for name, make in CRITERIA.items()}, **VARIANTS}
 
 
 def _cycles_for(config, n_pool, extra):
@@ -140,6 +137,7 @@ def replay(preset, seeds=None, extra_cycles=6, out_dir=RESULTS):
     fields = {f.name for f in dataclasses.fields(ALConfig)}
     config = ALConfig(**{k: v for k, v in params.items() if k in fields})
     config = dataclasses.replace(config, cycles=_cycles_for(config, len(dataset.y_pool), extra_cycles))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / f"{preset}.csv"
     stored = pd.read_csv(path) if path.exists() else pd.DataFrame()
     done = set(stored["seed"]) if len(stored) else set()
@@ -174,46 +172,45 @@ def oracle_cycle(accuracy, gain_points=GAIN_POINTS):
     return int(np.flatnonzero(s >= end - gain_points)[0]) if (s >= end - gain_points).any() else len(s) - 1
 
 
-def _decider(name):
-    if name in VARIANTS:
-        return VARIANTS[name]
-    criterion = CRITERIA[name]([[0.0]])  # decide() reads only the thresholds
-    return lambda values: criterion.decide(values).stop
-
-
-def stop_cycles(run, names):
-    """Each criterion's first stopping cycle in one seed's rows (None: it never stopped)."""
+def stop_cycles(run, deciders):
+    """Each criterion's first stopping cycle in one seed's rows (None: it never stopped);
+    ``deciders`` maps a recorded column to the criterion that decides on it."""
     run = run.sort_values("cycle")
     result = {}
-    for name in names:
-        decide, values = _decider(name), run[name].tolist()
-        result[name] = next((c for c in range(len(values)) if decide(values[: c + 1])), None)
+    for name, criterion in deciders.items():
+        values = run[name].tolist()
+        result[name] = next((c for c in range(len(values)) if criterion.decide(values[: c + 1]).stop), None)
     return result
 
 
-def _interval(values, confidence=0.95):
+def _interval(values):
+    """Mean, standard deviation and 95% t-interval of ``values``."""
     values = np.asarray(values, float)
     n, mean = len(values), values.mean()
     std = values.std(ddof=1) if n > 1 else math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    half = float(_t_half(std, n))
     return mean, std, mean - half, mean + half
 
 
-def outcomes(rows, names=None):
-    """One row per (seed, criterion): where it stopped, the oracle's point, labels and accuracy."""
-    names = names or [*CRITERIA, *VARIANTS]
+def outcomes(rows, names=None, deciders=None):
+    """One row per (seed, criterion): where it stopped, the oracle's point, labels and accuracy.
+
+    ``deciders`` (default: :data:`DECIDERS`, those of ``names``) maps a recorded column to the
+    criterion that decides on it, e.g. a library criterion at another threshold."""
+    deciders = deciders or {name: DECIDERS[name] for name in names or DECIDERS}
+    keys = [key for key in ("preset", "seed") if key in rows]
     out = []
-    for seed, run in rows.groupby("seed"):
+    for key, run in rows.groupby(keys):
         run = run.sort_values("cycle")
         labels, s = run["n_labeled"].to_numpy(), smoothed(run["accuracy"]) * 100
         end = final_accuracy(run["accuracy"]) * 100
         oracle = oracle_cycle(run["accuracy"])
-        for name, cycle in stop_cycles(run, names).items():
+        for name, cycle in stop_cycles(run, deciders).items():
             fired = cycle is not None
             at = cycle if fired else len(run) - 1  # never stopped: the run's end, a lower bound
             out.append(
                 dict(
-                    seed=seed,
+                    seed=key[-1],
                     criterion=name,
                     fired=fired,
                     stop_labels=labels[at],
@@ -261,22 +258,11 @@ def summarize(rows, preset):
     return "\n".join(lines) + "\n"
 
 
-# each criterion's threshold, drawn on its panel (the library's at their defaults)
-THRESHOLDS = {
-    "kappa": StabilizingPredictions([[0.0]]).threshold,
-    "uncertainty": OverallUncertainty([[0.0]]).threshold,
-    "td_disagreement": TDDisagreement([[0.0]]).threshold,
-    "td_kappa": 0.99,
-    "td_rank": 0.95,
-    "td_share": 0.05,
-}
-
-
 def plot(rows, preset, path):
     """The accuracy with the oracle's point, and each criterion's value against labels (a line
     per seed, a triangle where it stops, its threshold dashed): the library's criteria on the
     first row, the TD variants on the second."""
-    names = [*CRITERIA, *VARIANTS]
+    names = list(DECIDERS)
     fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True)
     panels = dict(zip(names, [*axes[0, 1:], *axes[1, 1:]], strict=True))
     table = outcomes(rows)
@@ -298,7 +284,7 @@ def plot(rows, preset, path):
     axes[0, 0].set(title="test accuracy, | = oracle", ylabel="%", xlabel="labels")
     axes[0, 0].tick_params(labelbottom=True)
     for name, ax in panels.items():
-        ax.axhline(THRESHOLDS[name], color="k", ls="--", lw=0.8)
+        ax.axhline(DECIDERS[name].threshold, color="k", ls="--", lw=0.8)
         ax.set_title(f"{name}{' (variant)' if name in VARIANTS else ''}")
         if name in ("uncertainty", "td_disagreement"):
             ax.set_yscale("symlog", linthresh=1e-3)
@@ -328,27 +314,14 @@ SWEEP = {
 
 def sweep(rows):
     """Each library criterion at other thresholds, decided on the recorded values."""
-    out = []
-    for name, thresholds in SWEEP.items():
-        for threshold in thresholds:
-            criterion = CRITERIA[name]([[0.0]], threshold=threshold)
-            for _, run in rows.groupby(["preset", "seed"]):
-                run = run.sort_values("cycle")
-                values, labels = run[name].tolist(), run["n_labeled"].to_numpy()
-                s, end = smoothed(run["accuracy"]) * 100, final_accuracy(run["accuracy"]) * 100
-                at = next(
-                    (c for c in range(len(values)) if criterion.decide(values[: c + 1]).stop), len(values) - 1
-                )
-                oracle = oracle_cycle(run["accuracy"])
-                out.append(
-                    dict(
-                        criterion=name,
-                        threshold=threshold,
-                        extra_labels=labels[at] - labels[oracle],
-                        accuracy_lost=end - s[at],
-                    )
-                )
-    return pd.DataFrame(out)
+    parts = [
+        outcomes(rows, deciders={name: CRITERIA[name](_NO_ROWS, threshold=threshold)}).assign(
+            threshold=threshold
+        )
+        for name, thresholds in SWEEP.items()
+        for threshold in thresholds
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_report(out_dir=RESULTS):

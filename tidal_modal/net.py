@@ -756,13 +756,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         With ``scoring=True`` (a keyword of ours) the batches are those of pool scoring,
         :meth:`scoring_batch_size` rows: what ``disal`` reads the pool with.
         """
-        X = check_predict_input(self, X)
-        self._set_training(training)
-        for Xi in self._batches(X, scoring=scoring):
-            with torch.set_grad_enabled(training), self._scoring_precision(training):
-                outputs = self.infer(Xi)
-            check_finite_output(outputs, Xi)
-            yield self._to_device(_as_float32(outputs), device)
+        yield from self._passes(check_predict_input(self, X), self.infer, training, device, scoring)
 
     def forward_td_iter(
         self, X: InputData, device: str | torch.device = "cpu"
@@ -776,10 +770,15 @@ class TiDALNetClassifier(NeuralNetClassifier):
         yield from self._forward_td_checked(check_predict_input(self, X, td=True), device)
 
     def _forward_td_checked(self, X, device):
-        self._set_training(False)
-        for Xi in self._batches(X, scoring=True):
-            with torch.no_grad(), self._scoring_precision():
-                outputs = self.infer_td(Xi)[1:]
+        yield from self._passes(X, lambda Xi: self.infer_td(Xi)[1:], False, device, scoring=True)
+
+    def _passes(self, X, forward, training, device, scoring):
+        """``forward`` of each batch of checked input ``X``: in the scoring precision (none while
+        training), outputs checked for NaN, half precision back in float32, moved to ``device``."""
+        self._set_training(training)
+        for Xi in self._batches(X, scoring=scoring):
+            with torch.set_grad_enabled(training), self._scoring_precision(training):
+                outputs = forward(Xi)
             check_finite_output(outputs, Xi)
             yield self._to_device(_as_float32(outputs), device)
 

@@ -335,8 +335,8 @@ class TDDisagreement(_Criterion):
         super().__init__(X_stop, threshold=threshold, window=window)
 
     def _measure(self, learner):
-        td = _predict_td(_fitted(learner), self.X_stop)  # a Committee: its members' mean
-        proba = np.asarray(learner.predict_proba(self.X_stop))
+        # one pass for both (a Committee: its members' means, its consensus probabilities)
+        td, proba = _predict_td(_fitted(learner), self.X_stop, return_proba=True)
         if proba.shape != td.shape:
             raise ValueError(
                 f"predict_proba gives {proba.shape[1:]} classes per row but the TD head "
