@@ -75,7 +75,7 @@ def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
 
 
 #: Bytes of input and layer outputs of one scoring batch (:meth:`TiDALNetClassifier.scoring_batch_size`):
-#: the benchmarks' MLPs scored fastest with 14-38 MiB of them per batch (benchmarks.overhead).
+#: the benchmarks' MLPs scored fastest with 9-51 MiB of them per batch (benchmarks/results/overhead).
 SCORING_BATCH_BYTES = 24 * 2**20
 #: Most rows of one scoring batch: past a few thousand rows a CPU pass gains nothing more.
 SCORING_BATCH_ROWS = 4096
