@@ -13,7 +13,14 @@ from functools import partial
 
 import numpy as np
 import torch
-from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
+from modAL.batch import ranked_batch as modal_ranked_batch
+from modAL.uncertainty import (
+    classifier_entropy,
+    classifier_uncertainty,
+    entropy_sampling,
+    margin_sampling,
+    uncertainty_sampling,
+)
 from scipy.special import entr
 from sklearn.utils import check_random_state
 from skorch.dataset import unpack_data
@@ -24,6 +31,8 @@ from tidal_modal.batch import tidal_ranked_batch
 from tidal_modal.modules import last_linear_name, unwrap
 from tidal_modal.strategies import MODAL_RETURNS_METRICS, select_top_k
 
+from .variants import VARIANTS
+
 __all__ = [
     "STRATEGIES",
     "get_strategy",
@@ -33,7 +42,9 @@ __all__ = [
     "k_center_greedy",
     "mc_dropout_proba",
     "penultimate_features",
+    "classifier_ranked_batch",
     "random_sampling",
+    "uncertainty_batch",
 ]
 
 
@@ -194,6 +205,30 @@ def bald_sampling(classifier, X_pool, n_instances=1, *, n_draws=10):
     return _modal_result(indices, scores[indices])
 
 
+# --- ranked batches on the classifier's uncertainty (the fair baselines of batch queries) --------
+
+
+def uncertainty_batch(classifier, X_pool, n_instances=1):
+    """modAL's ranked batch-mode sampling (Cardoso et al., 2017) on the classifier's least confidence.
+
+    The body of modAL's ``uncertainty_batch_sampling`` (its ``ranked_batch`` on
+    ``classifier_uncertainty``, Euclidean distances in the input space, uncertainty weighted by
+    ``|D| / (|U| + |D|)``), written out so that the scores come back in either modAL's convention.
+    """
+    scores = classifier_uncertainty(classifier, X_pool)
+    result = modal_ranked_batch(classifier, X_pool, scores, n_instances, metric="euclidean", n_jobs=None)
+    indices = np.asarray(result[0] if isinstance(result, tuple) else result)
+    return _modal_result(indices, scores[indices])
+
+
+def classifier_ranked_batch(classifier, X_pool, n_instances=1, *, weight=0.5, random_state=None):
+    """The library's ranked batch (:func:`~tidal_modal.batch.tidal_ranked_batch`) on the classifier's
+    entropy instead of TD entropy: the same code, so that a difference is the measure's."""
+    return tidal_ranked_batch(
+        classifier, X_pool, n_instances, measure=classifier_entropy, weight=weight, random_state=random_state
+    )
+
+
 # name -> query strategy; all run on the same TiDALNetClassifier, so only the score differs.
 # modAL's own uncertainty strategies use the classifier's probabilities (the paper's ablation).
 STRATEGIES = {
@@ -207,6 +242,9 @@ STRATEGIES = {
     "tidal_margin": tidal_margin,
     "disal": disal,
     "tidal_batch": tidal_ranked_batch,
+    "uncertainty_batch": uncertainty_batch,
+    "classifier_batch": classifier_ranked_batch,
+    **VARIANTS,  # the study of benchmarks/run_td_pays.sh
 }
 
 

@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from .cli import HelpFormatter
+from .store import Provenance
 
 __all__ = [
     "aulc",
@@ -530,6 +531,22 @@ def plot_title(out_dir, config):
     )
 
 
+def provenance_note(out_dir, curves):
+    """A paragraph naming the code that made the runs of ``curves`` (``provenance.json``)."""
+    runs = curves[["strategy", "seed"]].drop_duplicates().itertuples(index=False)
+    described = []
+    for version in Provenance(Path(out_dir) / "provenance.json").versions(runs):
+        if version is None:
+            described.append("an earlier version of the library (before provenance was recorded)")
+        else:
+            commit = (version["commit"] or "unknown")[:10]
+            dirty = " with uncommitted changes" if version["dirty"] else ""
+            described.append(f"tidal-modal {version['tidal_modal']} at commit {commit}{dirty}")
+    if len(described) == 1:
+        return f"\nEvery run was made by {described[0]}, so every pairing is within one code version.\n"
+    return "\nThe runs were made by " + "; ".join(described) + ": a pairing may cross code versions.\n"
+
+
 def write_report(out_dir):
     """Write ``summary.md``, ``accuracy.png``, and with random runs ``relative_improvement.png`` and
     ``paired_aulc.png``, from ``out_dir/curves.csv``.
@@ -547,7 +564,7 @@ def write_report(out_dir):
     config = json.loads(config_path.read_text()) if config_path.exists() else None
     title = plot_title(out_dir, config)
     written = [out_dir / "summary.md", out_dir / "accuracy.png"]
-    written[0].write_text(summary(curves, config, name=out_dir.name))
+    written[0].write_text(summary(curves, config, name=out_dir.name) + provenance_note(out_dir, curves))
     plot_accuracy(curves, written[1], title)
     if (curves.strategy == BASELINE).any():
         written.append(out_dir / "relative_improvement.png")

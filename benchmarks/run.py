@@ -26,7 +26,7 @@ from .datasets import load_dataset
 from .protocol import ALConfig, run_active_learning
 from .recipe import OPTIMIZERS, PAPER_RECIPE
 from .report import PAIRED_NOTE, paired_ranking, verdict, write_report
-from .store import CurveStore
+from .store import CurveStore, Provenance, code_version
 
 __all__ = ["PRESETS", "main"]
 
@@ -109,9 +109,13 @@ PRESETS = {
 }
 
 
-# tidal_batch, a batch-mode variant of TiDAL, is compared with top-k on its own
-# (benchmarks/run_batch.sh, results in benchmarks/results/batch/)
-DEFAULT_STRATEGIES = [name for name in STRATEGIES if name != "tidal_batch"]
+# the paper's strategies, less confidence, and the ranked batches on the classifier's uncertainty
+# (modAL's and the library's), the fair baselines of any batch query; the study's variants
+# (benchmarks.variants) and tidal_batch are run by benchmarks/run_td_pays.sh
+DEFAULT_STRATEGIES = [
+    "random", "uncertainty", "margin", "entropy", "coreset", "bald", "tidal_entropy", "tidal_margin", "disal",
+    "uncertainty_batch", "classifier_batch",
+]  # fmt: skip
 
 
 def _strategy_name(name):
@@ -306,6 +310,7 @@ def main(argv=None):
     _check_config(args.out_dir, config)
     _describe(args.out_dir, dataset)
     store = CurveStore(args.out_dir / "curves.csv", config.cycles)
+    provenance, version = Provenance(args.out_dir / "provenance.json"), code_version()
     runs = [(s, seed) for seed in args.seeds for s in args.strategies if (s, seed) not in store.completed]
     print(
         f"{args.dataset}: pool {len(dataset.y_pool)}, test {len(dataset.y_test)}; "
@@ -319,6 +324,7 @@ def main(argv=None):
             cycles, desc=f"{strategy} seed {seed}", total=config.cycles + 1, leave=False, unit="cycle"
         ):
             store.append(row)
+        provenance.record(strategy, seed, version)
         if strategy == args.strategies[-1]:
             write_report(args.out_dir)  # an up-to-date summary after every seed
     written = write_report(args.out_dir)

@@ -1,13 +1,16 @@
-"""``curves.csv``: the benchmark's rows, appended and flushed cycle by cycle, resumable after a kill."""
+"""``curves.csv``: the benchmark's rows, appended and flushed cycle by cycle, resumable after a kill;
+``provenance.json``: the code version that made each run."""
 
 import csv
 import io
+import json
 import os
+import subprocess
 from pathlib import Path
 
 from tidal_modal.checkpoint import write_atomically
 
-__all__ = ["COLUMNS", "CurveStore"]
+__all__ = ["COLUMNS", "CurveStore", "Provenance", "code_version"]
 
 COLUMNS = ("strategy", "seed", "cycle", "n_labeled", "accuracy", "fit_seconds", "query_seconds")
 
@@ -64,3 +67,51 @@ class CurveStore:
             os.fsync(f.fileno())
         if row["cycle"] == self.n_cycles:
             self.completed.add((row["strategy"], int(row["seed"])))
+
+
+def code_version():
+    """What made a run: the package's version, the git commit and whether the library or the
+    benchmarks had uncommitted changes (``None`` where there is no git checkout)."""
+    import tidal_modal  # here: the store is read by tools that do not import the library
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    # the code only: results written by the run itself do not count
+    changes = git("status", "--porcelain", "--", "tidal_modal", ":(glob)benchmarks/*.py") if commit else None
+    dirty = bool(changes) if commit else None
+    return {"tidal_modal": tidal_modal.__version__, "commit": commit, "dirty": dirty}
+
+
+class Provenance:
+    """``provenance.json`` next to ``curves.csv``: the code version (:func:`code_version`) that made
+    each (strategy, seed) run, so that a table says which runs it pairs.
+
+    Parameters
+    ----------
+    path : str or Path
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.runs = json.loads(self.path.read_text())["runs"] if self.path.exists() else {}
+
+    def record(self, strategy, seed, version):
+        """Record that ``version`` made the run (strategy, seed) and write the file."""
+        self.runs[f"{strategy}|{seed}"] = version
+        text = json.dumps({"runs": dict(sorted(self.runs.items()))}, indent=1) + "\n"
+        write_atomically(self.path, lambda f: f.write(text.encode()))
+
+    def versions(self, runs):
+        """The distinct versions of ``runs`` ((strategy, seed) pairs); a run with no record (made
+        before provenance was kept) counts as ``None``."""
+        found = {json.dumps(self.runs.get(f"{s}|{seed}"), sort_keys=True) for s, seed in runs}
+        return [json.loads(v) for v in sorted(found)]
