@@ -9,11 +9,13 @@ from benchmarks.baselines import (
     STRATEGIES,
     bald_sampling,
     bald_score,
+    classifier_ranked_batch,
     coreset_sampling,
     k_center_greedy,
     mc_dropout_proba,
     penultimate_features,
     random_sampling,
+    uncertainty_batch,
 )
 from tidal_modal import TiDALActiveLearner, TiDALNetClassifier
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
@@ -188,3 +190,49 @@ def test_a_caller_that_stops_early_leaves_no_dropout_on():
     assert any(m.training for m in net.module_.modules())  # dropout on while scoring
     batches.close()
     assert not any(m.training for m in net.module_.modules())
+
+
+@pytest.fixture(scope="module")
+def learner(data):
+    X, y = data
+    torch.manual_seed(0)
+    return TiDALActiveLearner(small_net(dropout=0.3), X_training=X[:20], y_training=y[:20])
+
+
+class TestRankedBatchBaselines:
+    @pytest.mark.modal
+    def test_uncertainty_batch_is_modals_uncertainty_batch_sampling(self, learner, data):
+        from modAL.batch import uncertainty_batch_sampling
+        from modAL.uncertainty import classifier_uncertainty
+
+        X, _ = data
+        result = uncertainty_batch(learner, X[20:], 8)
+        expected = uncertainty_batch_sampling(learner, X[20:], n_instances=8)
+        np.testing.assert_array_equal(indices_of(result), np.asarray(indices_of(expected)))
+        if MODAL_RETURNS_METRICS:  # the scores of the picked rows come back with them
+            np.testing.assert_allclose(result[1], classifier_uncertainty(learner, X[20:])[result[0]])
+
+    def test_uncertainty_batch_spreads_a_batch_where_top_k_does_not(self, learner, data):
+        """The most uncertain row copied 10 times: top-k least confidence takes 5 copies, the ranked
+        batch at most one."""
+        from modAL.uncertainty import classifier_uncertainty
+
+        X, _ = data
+        rows = X[20:]
+        worst = int(np.argmax(classifier_uncertainty(learner, rows)))
+        copies = np.repeat(rows[worst : worst + 1], 10, axis=0)
+        pool = np.concatenate([copies, np.delete(rows, worst, axis=0)])
+        top = np.argsort(-classifier_uncertainty(learner, pool), kind="stable")[:5]
+        assert (top < 10).all()
+        assert (np.asarray(indices_of(uncertainty_batch(learner, pool, 5))) < 10).sum() <= 1
+
+    def test_classifier_batch_is_tidal_ranked_batch_on_classifier_entropy(self, learner, data):
+        from modAL.uncertainty import classifier_entropy
+
+        from tidal_modal.batch import tidal_ranked_batch
+
+        X, _ = data
+        expected = tidal_ranked_batch(learner, X[20:], 6, measure=classifier_entropy)
+        np.testing.assert_array_equal(
+            indices_of(classifier_ranked_batch(learner, X[20:], 6)), indices_of(expected)
+        )

@@ -99,7 +99,7 @@ def test_tiny_end_to_end_run(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "0 runs to do" in out
     assert (
-        f"All 9 runs (9 strategies x 1 seeds) are already stored in {tmp_path} (from an earlier run): "
+        f"All 11 runs (11 strategies x 1 seeds) are already stored in {tmp_path} (from an earlier run): "
         "nothing to train" in out
     )
     assert "--out-dir NEW_FOLDER" in out and (tmp_path / "summary.md").exists()

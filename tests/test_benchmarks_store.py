@@ -7,7 +7,7 @@ import time
 import pytest
 
 from benchmarks import run
-from benchmarks.store import COLUMNS, CurveStore
+from benchmarks.store import COLUMNS, CurveStore, Provenance, code_version
 
 from .killing import ForkServer
 
@@ -172,3 +172,40 @@ def test_a_run_killed_at_random_moments_ends_with_one_row_per_cycle(tmp_path):
         runner.wait()
     expected = [(s, seed, c) for s in ("random", "entropy") for seed in (0, 1) for c in range(3)]
     assert sorted(keys(read(path))) == sorted(expected), f"seed {seed}"
+
+
+class TestProvenance:
+    def test_a_run_records_the_code_that_made_it_and_the_summary_names_it(self, tmp_path, monkeypatch):
+        version = {"tidal_modal": "9.9", "commit": "abcdef0123456789", "dirty": False}
+        monkeypatch.setattr(run, "code_version", lambda: version)
+        run.main([*ARGS, "--out-dir", str(tmp_path)])
+        record = Provenance(tmp_path / "provenance.json")
+        assert record.runs == {"entropy|0": version, "random|0": version}
+        summary = (tmp_path / "summary.md").read_text()
+        assert "Every run was made by tidal-modal 9.9 at commit abcdef0123" in summary
+
+        # a second version adds a run: the summary says that pairings cross versions
+        monkeypatch.setattr(run, "code_version", lambda: {**version, "commit": "fedcba9876", "dirty": True})
+        run.main([*ARGS, "--seeds", "0", "1", "--out-dir", str(tmp_path)])
+        assert Provenance(tmp_path / "provenance.json").runs["random|1"]["commit"] == "fedcba9876"
+        summary = (tmp_path / "summary.md").read_text()
+        assert "at commit fedcba9876 with uncommitted changes" in summary
+        assert "a pairing may cross code versions" in summary
+
+    def test_runs_made_before_provenance_count_as_unknown(self, tmp_path):
+        record = Provenance(tmp_path / "provenance.json")
+        record.record("random", 0, {"tidal_modal": "1", "commit": "c", "dirty": False})
+        assert record.versions([("random", 0), ("entropy", 0)]) == [
+            None, {"commit": "c", "dirty": False, "tidal_modal": "1"}
+        ]  # fmt: skip
+
+    def test_code_version_reads_this_checkout(self):
+        import subprocess
+
+        import tidal_modal
+
+        version = code_version()
+        assert version["tidal_modal"] == tidal_modal.__version__
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        if head:  # a source checkout (CI clones one)
+            assert version["commit"] == head and isinstance(version["dirty"], bool)
