@@ -221,11 +221,19 @@ def uncertainty_batch(classifier, X_pool, n_instances=1):
     return _modal_result(indices, scores[indices])
 
 
-def classifier_ranked_batch(classifier, X_pool, n_instances=1, *, weight=0.5, random_state=None):
+def classifier_ranked_batch(
+    classifier, X_pool, n_instances=1, *, weight=0.5, embedding="penultimate", random_state=None
+):
     """The library's ranked batch (:func:`~tidal_modal.batch.tidal_ranked_batch`) on the classifier's
     entropy instead of TD entropy: the same code, so that a difference is the measure's."""
     return tidal_ranked_batch(
-        classifier, X_pool, n_instances, measure=classifier_entropy, weight=weight, random_state=random_state
+        classifier,
+        X_pool,
+        n_instances,
+        measure=classifier_entropy,
+        weight=weight,
+        embedding=embedding,
+        random_state=random_state,
     )
 
 

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from .cli import HelpFormatter
-from .store import Provenance
+from .store import Provenance, library_tree
 
 __all__ = [
     "aulc",
@@ -532,19 +532,29 @@ def plot_title(out_dir, config):
 
 
 def provenance_note(out_dir, curves):
-    """A paragraph naming the code that made the runs of ``curves`` (``provenance.json``)."""
+    """A paragraph naming the code that made the runs of ``curves`` (``provenance.json``): one
+    library version when every run was made from committed code with the same ``tidal_modal``
+    tree (the benchmarks' own code may differ between commits)."""
     runs = curves[["strategy", "seed"]].drop_duplicates().itertuples(index=False)
+    versions = Provenance(Path(out_dir) / "provenance.json").versions(runs)
+    libraries = {
+        None if v is None or v["dirty"] else v.get("library") or library_tree(v["commit"]) for v in versions
+    }
+    if len(libraries) == 1 and None not in libraries:
+        commits = _join(sorted({v["commit"][:10] for v in versions}))
+        return (
+            f"\nEvery run was made by one library version, tidal-modal {versions[0]['tidal_modal']} with "
+            f"package tree {libraries.pop()[:10]} (commits {commits}), so every pairing is within it.\n"
+        )
     described = []
-    for version in Provenance(Path(out_dir) / "provenance.json").versions(runs):
+    for version in versions:
         if version is None:
             described.append("an earlier version of the library (before provenance was recorded)")
         else:
             commit = (version["commit"] or "unknown")[:10]
             dirty = " with uncommitted changes" if version["dirty"] else ""
             described.append(f"tidal-modal {version['tidal_modal']} at commit {commit}{dirty}")
-    if len(described) == 1:
-        return f"\nEvery run was made by {described[0]}, so every pairing is within one code version.\n"
-    return "\nThe runs were made by " + "; ".join(described) + ": a pairing may cross code versions.\n"
+    return "\nThe runs were made by " + "; ".join(described) + ": a pairing may cross library versions.\n"
 
 
 def write_report(out_dir):

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from tidal_modal.checkpoint import write_atomically
 
-__all__ = ["COLUMNS", "CurveStore", "Provenance", "code_version"]
+__all__ = ["COLUMNS", "CurveStore", "Provenance", "code_version", "library_tree"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 COLUMNS = ("strategy", "seed", "cycle", "n_labeled", "accuracy", "fit_seconds", "query_seconds")
 
@@ -69,26 +71,37 @@ class CurveStore:
             self.completed.add((row["strategy"], int(row["seed"])))
 
 
+def _git(*args):
+    """``git args`` in this checkout, or ``None`` without git or outside a checkout."""
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def library_tree(commit):
+    """The git tree of the ``tidal_modal`` package at ``commit``: equal trees, equal library code."""
+    return _git("rev-parse", f"{commit}:tidal_modal") if commit else None
+
+
 def code_version():
-    """What made a run: the package's version, the git commit and whether the library or the
-    benchmarks had uncommitted changes (``None`` where there is no git checkout)."""
+    """What made a run: the package's version, the git commit, the package's tree at that commit
+    (:func:`library_tree`) and whether the library or the benchmarks had uncommitted changes
+    (``None`` where there is no git checkout)."""
     import tidal_modal  # here: the store is read by tools that do not import the library
 
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
+    commit = _git("rev-parse", "HEAD")
     # the code only: results written by the run itself do not count
-    changes = git("status", "--porcelain", "--", "tidal_modal", ":(glob)benchmarks/*.py") if commit else None
-    dirty = bool(changes) if commit else None
-    return {"tidal_modal": tidal_modal.__version__, "commit": commit, "dirty": dirty}
+    changes = _git("status", "--porcelain", "--", "tidal_modal", ":(glob)benchmarks/*.py") if commit else None
+    return {
+        "tidal_modal": tidal_modal.__version__,
+        "commit": commit,
+        "library": library_tree(commit),
+        "dirty": bool(changes) if commit else None,
+    }
 
 
 class Provenance:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from benchmarks import run
-from benchmarks.store import COLUMNS, CurveStore, Provenance, code_version
+from benchmarks.store import COLUMNS, CurveStore, Provenance, code_version, library_tree
 
 from .killing import ForkServer
 
@@ -176,21 +176,35 @@ def test_a_run_killed_at_random_moments_ends_with_one_row_per_cycle(tmp_path):
 
 class TestProvenance:
     def test_a_run_records_the_code_that_made_it_and_the_summary_names_it(self, tmp_path, monkeypatch):
-        version = {"tidal_modal": "9.9", "commit": "abcdef0123456789", "dirty": False}
+        version = {
+            "tidal_modal": "9.9",
+            "commit": "abcdef0123456789",
+            "library": "0a1b2c3d4e5f",
+            "dirty": False,
+        }
         monkeypatch.setattr(run, "code_version", lambda: version)
         run.main([*ARGS, "--out-dir", str(tmp_path)])
         record = Provenance(tmp_path / "provenance.json")
         assert record.runs == {"entropy|0": version, "random|0": version}
         summary = (tmp_path / "summary.md").read_text()
-        assert "Every run was made by tidal-modal 9.9 at commit abcdef0123" in summary
+        assert (
+            "one library version, tidal-modal 9.9 with package tree 0a1b2c3d4e (commits abcdef0123)"
+            in summary
+        )
 
-        # a second version adds a run: the summary says that pairings cross versions
+        # another commit with the same library: still one library version
+        monkeypatch.setattr(run, "code_version", lambda: {**version, "commit": "1234567890ab"})
+        run.main([*ARGS, "--seeds", "0", "1", "--strategies", "random", "--out-dir", str(tmp_path)])
+        summary = (tmp_path / "summary.md").read_text()
+        assert "(commits 1234567890 and abcdef0123), so every pairing is within it" in summary
+
+        # uncommitted changes: the summary says that pairings may cross versions
         monkeypatch.setattr(run, "code_version", lambda: {**version, "commit": "fedcba9876", "dirty": True})
         run.main([*ARGS, "--seeds", "0", "1", "--out-dir", str(tmp_path)])
-        assert Provenance(tmp_path / "provenance.json").runs["random|1"]["commit"] == "fedcba9876"
+        assert Provenance(tmp_path / "provenance.json").runs["entropy|1"]["commit"] == "fedcba9876"
         summary = (tmp_path / "summary.md").read_text()
         assert "at commit fedcba9876 with uncommitted changes" in summary
-        assert "a pairing may cross code versions" in summary
+        assert "a pairing may cross library versions" in summary
 
     def test_runs_made_before_provenance_count_as_unknown(self, tmp_path):
         record = Provenance(tmp_path / "provenance.json")
@@ -209,3 +223,4 @@ class TestProvenance:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         if head:  # a source checkout (CI clones one)
             assert version["commit"] == head and isinstance(version["dirty"], bool)
+            assert version["library"] == library_tree(head) and len(version["library"]) == 40
