@@ -8,7 +8,7 @@ set -e
 BASELINES="random margin entropy uncertainty tidal_entropy tidal_margin uncertainty_batch classifier_batch tidal_batch"
 VARIANTS="tidal_balanced balanced tidal_balanced_batch balanced_batch tidal_modal_batch
 tidal_modal_batch:measure=td_least_confidence tidal_combined tidal_space_batch proba_space_batch
-tidal_batch:embedding=input classifier_batch:embedding=input"
+tidal_batch:embedding=input classifier_batch:embedding=input tidal_disagreement"
 # the paper's regime costs ~20x more per run: the baselines that matter and the screens' candidates
 CONFIRM="random margin entropy tidal_entropy uncertainty_batch tidal_modal_batch balanced_batch
 tidal_balanced_batch"

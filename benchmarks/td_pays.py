@@ -29,6 +29,7 @@ TWINS = {
     "tidal_modal_batch": "uncertainty_batch",
     "tidal_modal_batch:measure=td_least_confidence": "uncertainty_batch",
     "tidal_combined": "margin",
+    "tidal_disagreement": "uncertainty",
 }
 
 

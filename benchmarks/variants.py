@@ -17,6 +17,9 @@ entropy separates minority-class rows from majority rows better than snapshot en
 - :func:`combined_query`: top-k by the mean of two ranks, TD entropy and classifier margin.
 - :func:`space_batch_query`: the library's ranked batch with distances between predicted TD
   vectors (or probability vectors) instead of penultimate features.
+- :func:`disagreement_query`: top-k by ``1 - TD[predicted class]``, how little of its predicted
+  training history a row spent in the class the classifier now gives it (rows whose prediction
+  is unstable, as in forgetting events); its twin is least confidence, ``1 - p[predicted class]``.
 
 None of these is part of the library; a variant that wins moves there, with tests and docs.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "balanced_batch_query",
     "balanced_query",
     "combined_query",
+    "disagreement_query",
     "minority_first",
     "modal_batch_query",
     "space_batch_query",
@@ -205,6 +209,16 @@ def space_batch_query(classifier, X_pool, n_instances=1, *, source="td", weight=
     return _query(score, classifier, X_pool, n_instances, False, None, None, select=select)
 
 
+def disagreement_query(classifier, X_pool, n_instances=1):
+    """Top-k by ``1 - TD[c]``, ``c`` the classifier's predicted class (module docstring)."""
+
+    def score(clf, X):
+        td, proba = _predict_td(clf, X, return_proba=True)
+        return 1 - td[np.arange(len(td)), proba.argmax(axis=1)]
+
+    return _query(score, classifier, X_pool, n_instances, False, None, None)
+
+
 # name -> strategy; a TD variant's name starts with "tidal_", its classifier twin's does not
 VARIANTS = {
     "tidal_balanced": partial(balanced_query, source="td"),
@@ -215,4 +229,5 @@ VARIANTS = {
     "tidal_combined": combined_query,
     "tidal_space_batch": partial(space_batch_query, source="td"),
     "proba_space_batch": partial(space_batch_query, source="classifier"),
+    "tidal_disagreement": disagreement_query,
 }

@@ -14,6 +14,7 @@ from benchmarks.variants import (
     balanced_batch_query,
     balanced_query,
     combined_query,
+    disagreement_query,
     minority_first,
     modal_batch_query,
     space_batch_query,
@@ -167,6 +168,15 @@ def test_combined_is_top_k_of_the_mean_rank(learner, data):
     chosen = indices_of(combined_query(learner, pool, 5))
     assert set(mean_rank[chosen]) <= set(np.sort(mean_rank)[-5:]) and len(set(chosen.tolist())) == 5
     assert mean_rank[chosen].min() >= np.sort(mean_rank)[-5]
+
+
+def test_disagreement_is_the_td_left_for_the_predicted_class(learner, data):
+    X, _ = data
+    pool = X[80:]
+    td, proba = td_and_proba(learner, pool)
+    score = 1 - td[np.arange(len(td)), proba.argmax(axis=1)]
+    chosen = indices_of(disagreement_query(learner, pool, 4))
+    np.testing.assert_array_equal(np.sort(score[chosen]), np.sort(score)[-4:])
 
 
 @pytest.mark.parametrize("source", ["td", "classifier"])
