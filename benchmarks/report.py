@@ -367,6 +367,8 @@ COLOURS = {
     "uncertainty": "tab:purple",
     "coreset": "tab:green",
     "bald": "tab:olive",
+    "uncertainty_batch": "teal",
+    "classifier_batch": "darkslateblue",
 }
 
 
@@ -481,7 +483,10 @@ def plot_paired_aulc(curves, path, title="", baseline=BASELINE, confidence=0.95)
     order = _rank_order(curves)
     paired = _paired_all(curves, baseline, confidence)
     with plt.rc_context(FONTS):
-        fig, ax = plt.subplots(figsize=(9, 1.8 + 0.5 * len(order)))
+        labels = [f"{i + 1}. {s}" for i, s in enumerate(order)]
+        # room for the longest label next to a plot of the usual width; the legend below it
+        width = max(9, 7 + 0.11 * max(len(label) for label in labels))
+        fig, ax = plt.subplots(figsize=(width, 2.4 + 0.5 * len(order)))
         offsets = np.linspace(-0.15, 0.15, len(paired)) if len(paired) > 1 else [0.0]
         markers = ["o", "s"]
         for (ref, results), offset, marker in zip(
@@ -500,7 +505,7 @@ def plot_paired_aulc(curves, path, title="", baseline=BASELINE, confidence=0.95)
             )  # fmt: skip
         ax.axvline(0, color="0.4", linewidth=1)
         ax.set_yticks(range(len(order)))
-        ax.set_yticklabels([f"{i + 1}. {s}" for i, s in enumerate(order)])
+        ax.set_yticklabels(labels)
         for tick, strategy in zip(ax.get_yticklabels(), order, strict=True):
             if is_td(strategy):
                 tick.set_fontweight("bold")
@@ -508,7 +513,7 @@ def plot_paired_aulc(curves, path, title="", baseline=BASELINE, confidence=0.95)
         ax.invert_yaxis()
         ax.set_xlabel("AULC difference, paired by seed (absolute accuracy points)")
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -1.2 / (2.4 + 0.5 * len(order))), frameon=False)
         n_seeds = curves.seed.nunique()
         ax.set_title(
             f"{title}\nAULC difference: mean and 95% t-interval over {n_seeds} seeds; TD strategies in red"
