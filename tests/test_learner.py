@@ -319,3 +319,16 @@ class TestQuery:
         assert torch.equal(rows, X_pool[torch.as_tensor(idx)])
         expected = tidal_margin(learner, data[0], n_instances=4, random_state=0)
         np.testing.assert_array_equal(idx, expected[0] if MODAL_RETURNS_METRICS else expected)
+
+    def test_modals_ranked_batch_strategy(self, data):
+        """modAL's ``uncertainty_batch_sampling``, the strongest strategy of the benchmarks, queries
+        through the learner as it is, in both modAL conventions."""
+        from modAL.batch import uncertainty_batch_sampling
+
+        learner = make_learner(data)
+        learner.query_strategy = uncertainty_batch_sampling
+        idx, rows = learner.query(data[0], n_instances=5)
+        assert len(set(np.asarray(idx).tolist())) == 5
+        np.testing.assert_array_equal(rows, data[0][idx])
+        expected = uncertainty_batch_sampling(learner, data[0], n_instances=5)
+        np.testing.assert_array_equal(idx, expected[0] if isinstance(expected, tuple) else expected)
