@@ -16,7 +16,9 @@ from .cli import HelpFormatter
 from .report import BASELINE, aulc, best_without_td, is_td, paired_aulc
 from .store import Provenance
 
-__all__ = ["TWINS", "main", "ranking_table", "report", "study_rows", "study_table", "twin_of"]
+__all__ = [
+    "TWINS", "headline_table", "main", "ranking_table", "report", "study_rows", "study_table", "twin_of"
+]  # fmt: skip
 
 # a TD strategy -> the same selection rule on the classifier's probabilities
 TWINS = {
@@ -85,6 +87,27 @@ def study_table(out_dirs):
     return "\n".join(lines)
 
 
+def headline_table(out_dirs):
+    """Markdown: per directory, the best strategy without TD, the best TD strategy and TiDAL
+    entropy, with the TD strategies' AULC minus the best's without TD, paired by seed."""
+    lines = [
+        "| results | best without TD (AULC) | best TD strategy (AULC) | its AULC - best without TD "
+        "| TiDAL entropy - best without TD |",
+        "|---|---|---|---|---|",
+    ]
+    for out_dir in map(Path, out_dirs):
+        curves = pd.read_csv(out_dir / "curves.csv")
+        means = 100 * aulc(curves).groupby("strategy").mean()
+        best = best_without_td(curves)
+        td = max((s for s in means.index if is_td(s)), key=lambda s: means[s])
+        tidal = _cell(paired_aulc(curves, "tidal_entropy", best)) if "tidal_entropy" in means else "–"
+        lines.append(
+            f"| {out_dir.name} | {best} ({means[best]:.2f}) | {td} ({means[td]:.2f}) "
+            f"| {_cell(paired_aulc(curves, td, best))} | {tidal} |"
+        )
+    return "\n".join(lines)
+
+
 def ranking_table(out_dir):
     """Markdown: every strategy of one directory by mean AULC, with its difference to the best
     strategy without TD, paired by seed."""
@@ -121,6 +144,8 @@ def report(out_dirs):
         "highest mean AULC among those that do not read the TD head (ranked batches included), "
         "picked on the same runs, which favours it.\n",
         study_table(out_dirs),
+        "\n## Per directory: the best TD strategy against the best without TD\n",
+        headline_table(out_dirs),
     ]
     for out_dir in map(Path, out_dirs):
         parts += [f"\n## {out_dir.name} (code: {_versions(out_dir)})\n", ranking_table(out_dir)]
@@ -135,8 +160,11 @@ def main(argv=None):
     )
     parser.add_argument("out_dirs", nargs="+", type=Path, help="results directories holding curves.csv")
     parser.add_argument("--out", type=Path, help="where to write the markdown (default: print it)")
+    parser.add_argument(
+        "--headline", action="store_true", help="only the table of the best TD strategy per directory"
+    )
     args = parser.parse_args(argv)
-    text = report(args.out_dirs)
+    text = headline_table(args.out_dirs) + "\n" if args.headline else report(args.out_dirs)
     if args.out:
         args.out.write_text(text)
     print(text)

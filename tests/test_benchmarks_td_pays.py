@@ -57,3 +57,17 @@ def test_the_report_names_every_strategy_and_the_code(tmp_path):
     ]  # fmt: skip
     td_pays.main([str(out), "--out", str(tmp_path / "study.md")])
     assert (tmp_path / "study.md").read_text() == text
+
+
+def test_the_headline_names_the_best_with_and_without_td(tmp_path):
+    out = tmp_path / "toy"
+    out.mkdir()
+    data = curves({"random": 0.0, "margin": 0.03, "tidal_entropy": 0.01, "tidal_margin": 0.02})
+    data.to_csv(out / "curves.csv", index=False)
+    table = td_pays.headline_table([out])
+    row = table.splitlines()[2].split("|")
+    assert row[1].strip() == "toy" and row[2].strip().startswith("margin (")
+    assert row[3].strip().startswith("tidal_margin (") and row[4].strip().startswith("-1.00 [")
+    assert row[5].strip().startswith("-2.00 [")
+    td_pays.main([str(out), "--headline", "--out", str(tmp_path / "h.md")])
+    assert (tmp_path / "h.md").read_text() == table + "\n"
