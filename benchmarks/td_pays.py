@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cli import HelpFormatter
-from .report import BASELINE, aulc, best_without_td, is_td, paired_aulc
-from .store import Provenance
+from .report import BASELINE, aulc, best_without_td, is_td, paired_aulc, provenance_note
 
 __all__ = [
     "TWINS", "headline_table", "main", "ranking_table", "report", "study_rows", "study_table", "twin_of"
@@ -125,15 +124,6 @@ def ranking_table(out_dir):
     return "\n".join(lines)
 
 
-def _versions(out_dir):
-    curves = pd.read_csv(Path(out_dir) / "curves.csv")
-    runs = curves[["strategy", "seed"]].drop_duplicates().itertuples(index=False)
-    found = Provenance(Path(out_dir) / "provenance.json").versions(runs)
-    return ", ".join(
-        "unrecorded" if v is None else f"{v['commit'][:10]}{'+' if v['dirty'] else ''}" for v in found
-    )
-
-
 def report(out_dirs):
     """The study's markdown: the summary table, then each directory's ranking."""
     parts = [
@@ -148,7 +138,9 @@ def report(out_dirs):
         headline_table(out_dirs),
     ]
     for out_dir in map(Path, out_dirs):
-        parts += [f"\n## {out_dir.name} (code: {_versions(out_dir)})\n", ranking_table(out_dir)]
+        # the code that made the runs, as each summary.md says it
+        note = provenance_note(out_dir, pd.read_csv(out_dir / "curves.csv"))
+        parts += [f"\n## {out_dir.name}\n{note}", ranking_table(out_dir)]
     return "\n".join(parts) + "\n"
 
 

@@ -48,7 +48,7 @@ def test_the_report_names_every_strategy_and_the_code(tmp_path):
         for seed in range(5):
             record.record(strategy, seed, {"tidal_modal": "1", "commit": "abc" * 14, "dirty": False})
     text = td_pays.report([out])
-    assert "## toy (code: abcabcabca)" in text
+    assert "## toy\n\nThe runs were made by tidal-modal 1 at commit abcabcabca" in text
     line = next(line for line in text.splitlines() if line.startswith("| toy | tidal_margin"))
     assert "(margin)" in line and "*" in line  # two points behind margin on every seed
     ranking = text[text.index("## toy") :]
