@@ -69,7 +69,7 @@ TARGETS = {
 }
 # batch sizes of the scoring floor: the fastest bare forward pass through module and head over
 # these is the physical floor of scoring a pool, whatever batch a strategy uses
-FLOOR_BATCH_SIZES = (128, 512, 1024, 4096)
+FLOOR_BATCH_SIZES = (64, 128, 512, 1024, 4096)
 PARTS = ("fit", "query", "disal", "selection", "scaling")
 # backbones of the DISAL measurement: the smallest MLP (where fixed costs weigh most), the widest, the CNN
 DISAL_BACKBONES = ("mlp", "mlp-2048", "cnn")
@@ -530,7 +530,7 @@ def markdown(results):
         "*fastest floor*: the fastest of them in each repeat, the physical floor of scoring a pool. "
         "The strategies score at the net's scoring batch size (`scoring_batch_size`: "
         "`iterator_valid__batch_size` if set, else 24 MiB of input and layer outputs, at most 4,096 "
-        "rows and at least the training batch). The last three columns split a strategy's ratio: "
+        "rows). The last three columns split a strategy's ratio: "
         "*floor at the scoring batch / fastest floor* is the batch rule's share, *strategy / floor at "
         "the scoring batch* the query's own work around the pass (copying outputs, softmax, scores, "
         "top-k).",
@@ -544,7 +544,7 @@ def markdown(results):
     for r in results.get("query", []):
         if "fastest_floor_s" not in r:
             continue
-        floors = " | ".join(f"{r[f'floor_{b}_s']:.3f}" for b in FLOOR_BATCH_SIZES)
+        floors = " | ".join(_optional(r, f"floor_{b}_s") for b in FLOOR_BATCH_SIZES)
         target = TARGETS["query_vs_fastest_floor"]
         lines.append(
             f"| {r['backbone']} | {r['scoring_batch_size']} | {floors} "

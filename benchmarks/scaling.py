@@ -302,7 +302,7 @@ def one_round(args):
     """Every measurement once, the machine's raw ratio first: ``(raw, workload, training, dask)``."""
     raw = raw_scaling()
     dask_defaults = scaling_dask.build_parser().parse_args([])  # block size and top-k as it has them
-    # a worker scores at the net's scoring batch: the CNN's training batch (its rows are 345 KB)
+    # a worker scores at the net's scoring batch (the CNN's rows hold 345 KB: 72 rows on a CPU)
     workload = workload_scaling(
         scaling_dask.fitted_net().scoring_batch_size(torch.zeros(1, 28 * 28).numpy()), args.batch_size
     )

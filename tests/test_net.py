@@ -750,7 +750,12 @@ class TestScoringBatch:
         ).initialize()
         images = np.zeros((3, 3, 16, 16), dtype=np.float32)  # 3 kB a row, 16 kB each layer's output
         assert cnn.scoring_batch_size(images) == 24 * 2**20 // (4 * 16 * 16 * (3 + 16 + 16 + 16) + 8) == 481
-        assert cnn.set_params(batch_size=512).scoring_batch_size(images) == 512  # at least training's
+        # on a CPU the cache decides, not training's batch; on a GPU, at least training's batch
+        assert cnn.set_params(batch_size=512).scoring_batch_size(images) == 481
+        measured = cnn._bytes_per_row(torch.as_tensor(images[:1]))
+        cnn.device = "cuda"  # the rule reads the device (the row's bytes are measured there: kept)
+        cnn._bytes_per_row = lambda row: measured
+        assert cnn.scoring_batch_size(images) == 512
 
     def test_scores_and_queries_do_not_depend_on_the_batch(self, trained):
         net, X = trained

@@ -235,6 +235,58 @@ class TestMeasures:
         assert classifier_td_entropy(net, row).shape == (1,)
         assert classifier_td_margin(net, row).shape == (1,)
 
+    @FAST
+    @given(pools())
+    def test_margin_reads_the_label_that_predict_gives(self, net, pool):
+        """The margin's labels come from the logits: the same as ``predict``'s argmax."""
+        td, proba = net.predict_td(pool, return_proba=True)
+        np.testing.assert_array_equal(classifier_td_margin(net, pool), td_margin(td, proba.argmax(axis=1)))
+
+
+@st.composite
+def logits(draw):
+    """Logits with exact and near ties at the top (within a float32 softmax's rounding or just
+    past it), huge and tiny values, and the odd NaN or infinity."""
+    n, c = draw(st.integers(1, 30)), draw(st.integers(1, 12))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    scale = draw(st.sampled_from([1.0, 1e4]))  # near 1 a gap of 1e-7 survives in the logits
+    z = draw(hnp.arrays(dtype, (n, c), elements=st.floats(-1, 1, width=32))) * dtype(scale)
+    for row in draw(st.lists(st.integers(0, n - 1), max_size=n)):
+        column = draw(st.integers(0, c - 1))
+        gap = draw(st.sampled_from([0.0, 3e-8, 6e-8, 1e-7, 2e-7, 5e-5, 1e-4, 2e-4, 1e-3]))
+        z[row, column] = z[row].max() - gap
+    if draw(st.booleans()):
+        z[draw(st.integers(0, n - 1)), draw(st.integers(0, c - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf])
+        )
+    return torch.from_numpy(z)
+
+
+def sigmoid_then_2d(z):
+    p = torch.sigmoid(z[:, 0])
+    return torch.stack([1 - p, p], dim=1)
+
+
+class TestPredictedLabels:
+    @FAST
+    @given(logits(), st.sampled_from(["softmax", "F.softmax", "identity", "log_softmax", "sigmoid_then_2d"]))
+    def test_the_argmax_of_the_nonlinearity_as_predict_takes_it(self, z, name):
+        from functools import partial
+
+        from skorch.utils import _identity
+
+        from tidal_modal.net import predicted_labels
+
+        nonlinearity = {
+            "softmax": partial(torch.softmax, dim=-1),
+            "F.softmax": partial(nn.functional.softmax, dim=1),
+            "identity": _identity,
+            "log_softmax": partial(torch.log_softmax, dim=-1),  # not recognised: applied to every row
+            "sigmoid_then_2d": sigmoid_then_2d,
+        }[name]
+        expected = nonlinearity(z.clone()).numpy().argmax(axis=1)
+        np.testing.assert_array_equal(predicted_labels(z, nonlinearity).numpy(), expected)
+
 
 # --- top-k selection ----------------------------------------------------------------------------
 

@@ -174,6 +174,11 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     >>> margins.shape, bool(((margins >= -1) & (margins <= 1)).all())
     ((5,), True)
     """
+    members = _td_members(classifier)
+    transform, estimator = members[0]
+    if len(members) == 1 and callable(getattr(estimator, "_predict_td_and_labels", None)):
+        # a TiDALNetClassifier: the labels from its logits, without the pool's probabilities
+        return td_margin(*_through_transform(transform, estimator._predict_td_and_labels, X))
     td, proba = _predict_td(classifier, X, return_proba=True)
     return td_margin(td, proba.argmax(axis=1))
 
