@@ -910,7 +910,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         rows = min(SCORING_BATCH_ROWS, max(1, SCORING_BATCH_BYTES // self._bytes_per_row(row)))
         if torch.device(self.device or "cpu").type == "cpu" or not self.batch_size or self.batch_size < 1:
             # on a CPU a batch past the caches is slower however large training's batch is: the
-            # benchmarks' CNN (345 KB of activations a row) scores 5% faster at 64 rows than at 128
+            # benchmarks' CNN (345 KB of activations a row) scores 4% faster at 64 rows than at 128
             return rows
         return max(rows, self.batch_size)
 
