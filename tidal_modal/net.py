@@ -64,7 +64,7 @@ def _is_softmax(nonlinearity):
 
 
 def predicted_labels(logits: torch.Tensor, nonlinearity: Callable) -> torch.Tensor:
-    """The argmax of ``nonlinearity(logits)`` for each row of a batch, as ``predict`` takes it.
+    """The argmax of ``nonlinearity(logits)`` for each row of ``logits``, as ``predict`` takes it.
 
     A softmax (skorch's with a cross-entropy criterion) keeps the logits' order, so the logits'
     argmax is the probabilities', and the softmax is only computed for the rows where it may
@@ -1001,37 +1001,37 @@ class TiDALNetClassifier(NeuralNetClassifier):
             Before a fit (or ``load_params``): unlike ``predict_proba``, an initialized net has
             no TD to predict.
         """
-        td, logits = self._predict_td_with(X, "logits" if return_proba else None)
+        td, logits = self._predict_td_with(X, keep_logits=return_proba)
         if return_proba:
             return td, to_numpy(self._get_predict_nonlinearity()(torch.from_numpy(logits)))
         return td
 
     def _predict_td_and_labels(self, X: InputData) -> tuple[np.ndarray, np.ndarray]:
         """``predict_td(X)`` and the class index ``predict(X)`` takes (the argmax of
-        ``predict_proba``) from one pass: what TiDAL's margin reads. The labels come from each
-        batch's logits (:func:`predicted_labels`), without the probabilities of the whole pool."""
-        return self._predict_td_with(X, "labels")
+        ``predict_proba``) from one pass: what TiDAL's margin reads. The labels come from the
+        pool's logits (:func:`predicted_labels`), without its probabilities. Once over the pool:
+        the same operations batch by batch, between the passes, slowed two-thread queries."""
+        td, logits = self._predict_td_with(X, keep_logits=True)
+        return td, predicted_labels(torch.from_numpy(logits), self._get_predict_nonlinearity()).numpy()
 
-    def _predict_td_with(self, X, extra):
-        """``(predicted TD, None)``, or with ``extra`` the classifier's ``"logits"`` or ``"labels"``."""
+    def _predict_td_with(self, X, keep_logits):
+        """``(predicted TD, the classifier's logits if keep_logits else None)`` from one pass."""
         # Each batch's outputs are written into arrays allocated once: thousands of small batch
         # outputs kept until a final concatenation fragment the heap (a large pool's peak memory
         # grew by ~1 kB per row that way, 25 times the outputs' own size). The softmax then runs
         # once, in place, over all rows.
         X = check_predict_input(self, X, td=True)
-        td = out = None
+        td = logits = None
         start = 0
         for batch_logits, batch_td_logits in self._forward_td_checked(X, "cpu"):
             if td is None:
                 n = num_rows(X)
                 td = np.empty((n, *batch_td_logits.shape[1:]), dtype=to_numpy(batch_td_logits).dtype)
-                if extra is not None:
-                    out = np.empty((n, *batch_logits.shape[1:]), dtype=to_numpy(batch_logits).dtype)
+                if keep_logits:
+                    logits = np.empty((n, *batch_logits.shape[1:]), dtype=to_numpy(batch_logits).dtype)
             stop = start + len(batch_td_logits)
             td[start:stop] = batch_td_logits
-            if extra is not None:
-                out[start:stop] = batch_logits
+            if keep_logits:
+                logits[start:stop] = batch_logits
             start = stop
-        if extra == "labels":  # once over the pool: small operations between batches cost more
-            out = predicted_labels(torch.from_numpy(out), self._get_predict_nonlinearity()).numpy()
-        return softmax_rows_(td), out  # [n, n_classes], rows sum to 1
+        return softmax_rows_(td), logits  # [n, n_classes], rows sum to 1
