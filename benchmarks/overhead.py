@@ -32,6 +32,7 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -65,14 +66,13 @@ TARGETS = {
     "query_vs_bare_forward": 1.15,
     "disal_fit_vs_no_recording": 1.05,
     "disal_query_vs_bare_forward_with_head": 1.10,
+    "disal_vs_fastest_floor": 1.10,
     "query_vs_fastest_floor": 1.05,
 }
 # batch sizes of the scoring floor: the fastest bare forward pass through module and head over
 # these is the physical floor of scoring a pool, whatever batch a strategy uses
 FLOOR_BATCH_SIZES = (64, 128, 512, 1024, 4096)
 PARTS = ("fit", "query", "disal", "selection", "scaling")
-# backbones of the DISAL measurement: the smallest MLP (where fixed costs weigh most), the widest, the CNN
-DISAL_BACKBONES = ("mlp", "mlp-2048", "cnn")
 N_FEATURES, N_CLASSES, BATCH_SIZE = 784, 10, 128
 
 
@@ -87,6 +87,8 @@ BACKBONES = {
     },
     "cnn": (SmallCNN, {"image_shape": (1, 28, 28), "n_classes": N_CLASSES}),
 }
+# backbones of the DISAL measurement: all of the query's
+DISAL_BACKBONES = tuple(BACKBONES)
 # (backbone, td_hidden) pairs of the fit measurement: the paper's head width on every backbone,
 # and a narrower head next to the small MLP
 FIT_RUNS = [("mlp", 128), ("mlp", 32), ("mlp-512", 128), ("mlp-1024", 128), ("mlp-2048", 128), ("cnn", 128)]
@@ -263,9 +265,56 @@ def bare_forward_with_head(net, pool, batch_size=BATCH_SIZE):
             forward_with_head(module, head, taps, torch.as_tensor(pool[start : start + batch_size]))
 
 
+def _difference(result):
+    """The TD difference at the fastest floor's batch, ``-`` in results measured before it was."""
+    key = "td_difference_at_fastest_batch"
+    return f"{result[key]:.1e} (at {result['fastest_floor_batch']})" if key in result else "-"
+
+
 def _optional(result, key):
     """A ratio of a newer run, ``-`` in results measured before it was."""
     return f"{result[key]:.3f}" if key in result else "-"
+
+
+def floor_runs(net, pool):
+    """The floors of scoring ``pool`` with ``net``: the bare pass through module and head at each of
+    :data:`FLOOR_BATCH_SIZES` rows per batch, and at the net's own scoring batch, which splits a
+    ratio to the fastest floor into the batch rule's part (this floor / the fastest) and the
+    query's own work around the pass."""
+    floors = {
+        f"floor_{size}": (lambda size=size: bare_forward_with_head(net, pool, size))
+        for size in FLOOR_BATCH_SIZES
+    }
+    scoring_batch = net.scoring_batch_size(pool)
+    floors["floor_scoring_batch"] = lambda: bare_forward_with_head(net, pool, scoring_batch)
+    return floors
+
+
+def against_fastest_floor(times, strategies):
+    """Each strategy's ratio to the fastest floor (the fastest of :data:`FLOOR_BATCH_SIZES` in each
+    repeat: the ratios pair runs made side by side) and to the floor at the scoring batch.
+    ``times`` gains the per-repeat fastest floor."""
+    fastest = np.min([times[f"floor_{size}"] for size in FLOOR_BATCH_SIZES], axis=0)
+    times["fastest_floor"] = fastest.tolist()
+    result = {
+        "fastest_floor_s": float(np.median(fastest)),
+        "fastest_floor_batch": min(FLOOR_BATCH_SIZES, key=lambda size: np.median(times[f"floor_{size}"])),
+        "scoring_floor_vs_fastest_floor": median_ratio(times["floor_scoring_batch"], fastest),
+    }
+    for strategy in strategies:
+        result[f"{strategy}_vs_fastest_floor"] = median_ratio(times[strategy], fastest)
+        result[f"{strategy}_vs_scoring_floor"] = median_ratio(times[strategy], times["floor_scoring_batch"])
+    return result
+
+
+def td_difference(net, pool, batch_size):
+    """Largest absolute difference between ``net``'s predicted TD of ``pool`` scored at its own
+    batch and at ``batch_size`` rows: torch's kernels round differently at different batch
+    sizes, so a batch chosen by timing (which varies from run to run) would change the scores'
+    last bits, and a query's order among near ties, from one run to the next."""
+    other = pickle.loads(pickle.dumps(net))
+    other.iterator_valid__batch_size = batch_size
+    return float(np.abs(other.predict_td(pool) - net.predict_td(pool)).max())
 
 
 def measure_query(name, repeats, n_pool):
@@ -280,15 +329,7 @@ def measure_query(name, repeats, n_pool):
         "tidal_margin": lambda: tidal_margin(net, pool, 100),
         "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
     }
-    floors = {
-        f"floor_{size}": (lambda size=size: bare_forward_with_head(net, pool, size))
-        for size in FLOOR_BATCH_SIZES
-    }
-    # the floor at the strategies' own batch: splits a ratio to the fastest floor into the batch
-    # rule's part (this floor / the fastest) and the query's own work around the pass
-    scoring_batch = net.scoring_batch_size(pool)
-    at_scoring_batch = {"floor_scoring_batch": lambda: bare_forward_with_head(net, pool, scoring_batch)}
-    times = interleaved({**runs, **floors, **at_scoring_batch}, repeats)
+    times = interleaved({**runs, **floor_runs(net, pool)}, repeats)
     flops = {key: count_flops(run) for key, run in runs.items()}
     result = {
         "backbone": name,
@@ -300,16 +341,8 @@ def measure_query(name, repeats, n_pool):
     }
     result["head_flop_ratio"] = flops["bare_forward_with_head"] / flops["bare_forward"]
     result.update({f"{key}_s": float(np.median(t)) for key, t in times.items()})
-    # per repeat, the fastest floor of that repeat: the ratios pair runs made side by side
-    fastest = np.min([times[key] for key in floors], axis=0)
-    times["fastest_floor"] = fastest.tolist()
-    result["fastest_floor_s"] = float(np.median(fastest))
-    result["fastest_floor_batch"] = min(FLOOR_BATCH_SIZES, key=lambda size: result[f"floor_{size}_s"])
-    for strategy in ("tidal_entropy", "tidal_margin", "entropy_sampling"):
-        result[f"{strategy}_vs_fastest_floor"] = median_ratio(times[strategy], fastest)
-    result["scoring_floor_vs_fastest_floor"] = median_ratio(times["floor_scoring_batch"], fastest)
-    for strategy in ("tidal_entropy", "tidal_margin"):
-        result[f"{strategy}_vs_scoring_floor"] = median_ratio(times[strategy], times["floor_scoring_batch"])
+    result.update(against_fastest_floor(times, ("tidal_entropy", "tidal_margin", "entropy_sampling")))
+    result["td_difference_at_fastest_batch"] = td_difference(net, pool, result["fastest_floor_batch"])
     for strategy in ("tidal_entropy", "tidal_margin"):
         result[f"{strategy}_vs_entropy_sampling"] = median_ratio(times[strategy], times["entropy_sampling"])
         result[f"{strategy}_vs_bare_forward"] = median_ratio(times[strategy], times["bare_forward"])
@@ -337,10 +370,11 @@ def measure_disal(name, repeats, n_train, epochs, n_pool):
             "bare_forward_with_head": lambda: bare_forward_with_head(net, pool),
             "disal": lambda: disal(net, pool, 100),
             "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
+            **floor_runs(net, pool),
         },
         repeats,
     )
-    return {
+    result = {
         "backbone": name,
         "n_train": n_train,
         "epochs": epochs,
@@ -351,7 +385,10 @@ def measure_disal(name, repeats, n_train, epochs, n_pool):
         "fit_ratio": median_ratio(fit_times["recording"], fit_times["no_recording"]),
         "query_ratio": median_ratio(query_times["disal"], query_times["bare_forward_with_head"]),
         "disal_vs_tidal_entropy": median_ratio(query_times["disal"], query_times["tidal_entropy"]),
+        "scoring_batch_size": net.scoring_batch_size(pool),
     }
+    result.update(against_fastest_floor(result["times"], ("disal",)))
+    return result
 
 
 def measure_selection(repeats, n, k=1000):
@@ -533,13 +570,16 @@ def markdown(results):
         "rows). The last three columns split a strategy's ratio: "
         "*floor at the scoring batch / fastest floor* is the batch rule's share, *strategy / floor at "
         "the scoring batch* the query's own work around the pass (copying outputs, softmax, scores, "
-        "top-k).",
+        "top-k). *TD difference at the fastest batch*: the largest absolute difference between the "
+        "predicted TD of the pool scored at the scoring batch and at the fastest floor's batch "
+        "(torch's kernels round differently at different batch sizes).",
         "",
         "| backbone | scoring batch | " + " | ".join(f"floor at {b} s" for b in FLOOR_BATCH_SIZES)
         + " | tidal_entropy / fastest floor | tidal_margin / fastest floor "
         "| entropy_sampling / fastest floor | floor at the scoring batch / fastest floor "
-        "| tidal_entropy / floor at the scoring batch | tidal_margin / floor at the scoring batch |",
-        "|---|---|" + "---|" * len(FLOOR_BATCH_SIZES) + "---|---|---|---|---|---|",
+        "| tidal_entropy / floor at the scoring batch | tidal_margin / floor at the scoring batch "
+        "| TD difference at the fastest batch |",
+        "|---|---|" + "---|" * len(FLOOR_BATCH_SIZES) + "---|---|---|---|---|---|---|",
     ]
     for r in results.get("query", []):
         if "fastest_floor_s" not in r:
@@ -553,7 +593,8 @@ def markdown(results):
             f"| {verdict(r, 'entropy_sampling', 'fastest_floor', target)} "
             f"| {_optional(r, 'scoring_floor_vs_fastest_floor')} "
             f"| {_optional(r, 'tidal_entropy_vs_scoring_floor')} "
-            f"| {_optional(r, 'tidal_margin_vs_scoring_floor')} |"
+            f"| {_optional(r, 'tidal_margin_vs_scoring_floor')} "
+            f"| {_difference(r)} |"
         )
     lines += [
         "",
@@ -561,21 +602,28 @@ def markdown(results):
         "",
         "*fit*: TiDALNetClassifier.fit recording the trajectory (its default) / the same fit with "
         "`callbacks__trajectory=None`. *query*: `disal` / a bare `no_grad` forward pass through "
-        "backbone and TD head, the pass whose features and probabilities `disal` scores.",
+        "backbone and TD head, the pass whose features and probabilities `disal` scores, at batch "
+        f"size {BATCH_SIZE}; *fastest floor* and its split as in the query's table above.",
         "",
         "| backbone | rows | epochs | checkpoints | fit s | fit / no recording | pool | disal s "
-        "| disal / bare + head | disal / tidal_entropy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| disal / bare + head | disal / tidal_entropy | scoring batch | disal / fastest floor "
+        "| floor at the scoring batch / fastest floor | disal / floor at the scoring batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     query_target = TARGETS["disal_query_vs_bare_forward_with_head"]
     for r in results.get("disal", []):
+        fastest = "-"  # in results measured before the floors were
+        if "fastest_floor_s" in r:
+            fastest = verdict(r, "disal", "fastest_floor", TARGETS["disal_vs_fastest_floor"])
         lines.append(
             f"| {r['backbone']} | {r['n_train']} | {r['epochs']} | {r['checkpoints']} "
             f"| {r['recording_s']:.3f} "
             f"| {verdict(r, 'recording', 'no_recording', TARGETS['disal_fit_vs_no_recording'])} "
             f"| {r['n_pool']} | {r['disal_s']:.3f} "
             f"| {verdict(r, 'disal', 'bare_forward_with_head', query_target)} "
-            f"| {r['disal_vs_tidal_entropy']:.3f} |"
+            f"| {r['disal_vs_tidal_entropy']:.3f} | {r.get('scoring_batch_size', '-')} "
+            f"| {fastest} "
+            f"| {_optional(r, 'scoring_floor_vs_fastest_floor')} | {_optional(r, 'disal_vs_scoring_floor')} |"
         )
     s = results.get("selection")
     if s:

@@ -21,7 +21,8 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     assert [r["backbone"] for r in results["query"]] == list(overhead.BACKBONES)
     # every side was timed once per repeat (the query's five, its floors, the floor at its scoring
     # batch, and the fastest floor)
-    sides = {"fit": 4, "query": 5 + len(overhead.FLOOR_BATCH_SIZES) + 2, "disal": 5}
+    floors = len(overhead.FLOOR_BATCH_SIZES) + 2
+    sides = {"fit": 4, "query": 5 + floors, "disal": 5 + floors}
     for part, n_sides in sides.items():
         for r in results[part]:
             assert len(r["times"]) == n_sides and all(len(t) == 2 and min(t) > 0 for t in r["times"].values())
@@ -38,6 +39,9 @@ def test_overhead_benchmark_writes_its_report(tmp_path):
     assert results["query"][0]["head_flop_ratio"] == pytest.approx((backbone + head) / backbone)
     for r in results["disal"]:
         assert r["checkpoints"] == 1  # one epoch: one checkpoint, so the recording side did record
+        assert r["fastest_floor_batch"] in overhead.FLOOR_BATCH_SIZES and r["disal_vs_fastest_floor"] > 0
+    for r in results["query"]:
+        assert 0 <= r["td_difference_at_fastest_batch"] < 1e-5  # rounding, not a different result
     assert [r["backbone"] for r in results["disal"]] == list(overhead.DISAL_BACKBONES)
     assert [(r["n"], r["pool_subset"]) for r in results["scaling"]] == [(2000, None), (2000, 500)]
     for r in results["scaling"]:
@@ -104,6 +108,19 @@ def test_ratios_are_medians_of_the_per_repeat_ratios(planted_times):
     disal = overhead.measure_disal("mlp", 3, n_train=64, epochs=1, n_pool=256)
     assert (disal["fit_ratio"], disal["disal_vs_tidal_entropy"]) == (1.0, 2.0)
     assert disal["query_ratio"] == pytest.approx(4 / 3)
+    # / the fastest floor (1, 2, 0.5): 2, 5, 16 -> 5; / the floor at the scoring batch: 4/3, 5, 8 -> 5
+    assert (disal["disal_vs_fastest_floor"], disal["disal_vs_scoring_floor"]) == (5.0, 5.0)
+    assert disal["scoring_floor_vs_fastest_floor"] == 1.5
+
+
+def test_the_td_difference_is_that_of_the_batch_alone():
+    X, y = overhead.random_data(64, seed=0)
+    torch.manual_seed(0)
+    net = overhead.TiDALNetClassifier(**overhead.net_params("mlp", epochs=1)).fit(X, y)
+    pool, _ = overhead.random_data(300, seed=1)
+    assert overhead.td_difference(net, pool, net.scoring_batch_size(pool)) == 0.0  # same batch, same bits
+    assert overhead.td_difference(net, pool, 7) < 1e-6
+    assert net.get_params_for("iterator_valid") == {}  # the net itself keeps its own batch
 
 
 def test_parts_measure_and_report_only_what_is_asked(tmp_path):

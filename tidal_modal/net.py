@@ -79,9 +79,11 @@ def predicted_labels(logits: torch.Tensor, nonlinearity: Callable) -> torch.Tens
     if not logits.is_floating_point() or (nonlinearity is not _identity and not _is_softmax(nonlinearity)):
         return argmax_of_nonlinearity(logits)
     top, labels = logits.max(dim=1)  # the first of equal maxima, as argmax
-    unsure = ~torch.isfinite(logits.sum(dim=1))  # a NaN or an infinity in the row
+    # a NaN (which max propagates) or an infinity at the top; -inf below a finite top leaves the
+    # softmax's order as the logits'
+    unsure = ~torch.isfinite(top)
     if nonlinearity is not _identity:
-        unsure |= (logits >= top[:, None] - SOFTMAX_TIE).to(logits.dtype).sum(dim=1) > 1
+        unsure |= (logits >= (top - SOFTMAX_TIE)[:, None]).sum(dim=1) > 1
     if unsure.any():
         labels[unsure] = argmax_of_nonlinearity(logits[unsure])
     return labels

@@ -29,6 +29,16 @@ def _check_proba(td_proba):
     return td_proba
 
 
+def _float_rows(td_proba):
+    """``td_proba`` as a C-ordered, writable float32 or float64 array (other dtypes in float64),
+    ready for ``torch.from_numpy`` (which warns on a read-only array)."""
+    if td_proba.dtype not in (np.float32, np.float64):
+        td_proba = td_proba.astype(np.float64)
+    if not td_proba.flags.writeable:
+        td_proba = td_proba.copy()
+    return np.ascontiguousarray(td_proba)
+
+
 def td_entropy(td_proba: ArrayLike) -> np.ndarray:
     """Entropy of each row's (predicted) training dynamics, in nats.
 
@@ -48,15 +58,11 @@ def td_entropy(td_proba: ArrayLike) -> np.ndarray:
     >>> td_entropy([[0.5, 0.5], [1.0, 0.0]]).round(4)
     array([0.6931, 0.    ])
     """
-    td_proba = _check_proba(td_proba)
-    if td_proba.dtype not in (np.float32, np.float64):
-        td_proba = td_proba.astype(np.float64)
-    if not td_proba.flags.writeable:  # torch.from_numpy warns on a read-only array
-        td_proba = td_proba.copy()
+    td_proba = _float_rows(_check_proba(td_proba))
     # torch's entr is vectorised and runs on torch's threads: about half of scipy's time on one
     # thread, less on more (part of every tidal_entropy query); each row's sum does not depend
     # on the other rows, so a pool scored in blocks (on Dask) gets the same bits
-    return torch.special.entr(torch.from_numpy(np.ascontiguousarray(td_proba))).sum(dim=1).numpy()
+    return torch.special.entr(torch.from_numpy(td_proba)).sum(dim=1).numpy()
 
 
 def td_margin(td_proba: ArrayLike, predicted_labels: ArrayLike) -> np.ndarray:
@@ -91,11 +97,14 @@ def td_margin(td_proba: ArrayLike, predicted_labels: ArrayLike) -> np.ndarray:
         )
     if labels.size and (labels.min() < 0 or labels.max() >= td_proba.shape[1]):
         raise ValueError(f"predicted_labels must lie in 0..{td_proba.shape[1] - 1}.")
-    at_label = td_proba[np.arange(len(labels)), labels]
-    second, first = np.partition(td_proba, -2, axis=1)[:, -2:].T
-    # the best other class is the runner-up if the label holds the top value, else the top
-    best_other = np.where(at_label >= first, second, first)
-    return at_label - best_other
+    p = torch.from_numpy(_float_rows(td_proba))
+    index = torch.tensor(labels, dtype=torch.int64)[:, None]
+    at_label = p.gather(1, index)[:, 0]
+    # the best other class: the row's maximum once the label's column is out of the running,
+    # exactly as a runner-up found by sorting (a third of numpy's partition's time, which was
+    # part of every tidal_margin query)
+    best_other = p.clone().scatter_(1, index, float("-inf")).amax(dim=1)
+    return (at_label - best_other).numpy()
 
 
 def label_influence(
