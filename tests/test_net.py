@@ -757,6 +757,20 @@ class TestScoringBatch:
         cnn._bytes_per_row = lambda row: measured
         assert cnn.scoring_batch_size(images) == 512
 
+    def test_a_batch_holds_twice_the_weights_when_they_outweigh_the_cache_budget(self):
+        rng = np.random.RandomState(0)
+        X = rng.randn(40, 10).astype(np.float32)
+        y = (X[:, 0] > 0).astype(np.int64)
+        layers = [nn.Linear(10, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2)]
+        module = nn.Sequential(*layers)
+        net = TiDALNetClassifier(module, max_epochs=1, batch_size=20, verbose=0).fit(X, y)
+        weights = 4 * sum(p.numel() for m in (net.module_, net.td_head_) for p in m.parameters())
+        assert 2 * weights > 24 * 2**20  # 17 MB of weights (with the head's): more than the 24 MiB rule
+        row = 4 * (10 + 2048 * 4 + 2)  # input and the layers' outputs
+        assert net._bytes_per_row(torch.as_tensor(X[:1])) == row
+        assert net.scoring_batch_size(X) == 2 * weights // row > 24 * 2**20 // row
+        # a narrow net keeps the 24 MiB rule (test_the_default_is_large_and_an_explicit_one_is_kept)
+
     def test_scores_and_queries_do_not_depend_on_the_batch(self, trained):
         net, X = trained
         reference_td, reference_proba = net.predict_td(X, return_proba=True)
