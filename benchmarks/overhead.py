@@ -309,8 +309,8 @@ def against_fastest_floor(times, strategies):
 
 def td_difference(net, pool, batch_size):
     """Largest absolute difference between ``net``'s predicted TD of ``pool`` scored at its own
-    batch and at ``batch_size`` rows: torch's kernels round differently at different batch
-    sizes, so a batch chosen by timing (which varies from run to run) would change the scores'
+    batch and at ``batch_size`` rows: torch's kernels may round differently at different batch
+    sizes, and then a batch chosen by timing (which varies from run to run) changes the scores'
     last bits, and a query's order among near ties, from one run to the next."""
     other = pickle.loads(pickle.dumps(net))
     other.iterator_valid__batch_size = batch_size
