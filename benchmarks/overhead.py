@@ -87,8 +87,6 @@ BACKBONES = {
     },
     "cnn": (SmallCNN, {"image_shape": (1, 28, 28), "n_classes": N_CLASSES}),
 }
-# backbones of the DISAL measurement: all of the query's
-DISAL_BACKBONES = tuple(BACKBONES)
 # (backbone, td_hidden) pairs of the fit measurement: the paper's head width on every backbone,
 # and a narrower head next to the small MLP
 FIT_RUNS = [("mlp", 128), ("mlp", 32), ("mlp-512", 128), ("mlp-1024", 128), ("mlp-2048", 128), ("cnn", 128)]
@@ -276,18 +274,24 @@ def _optional(result, key):
     return f"{result[key]:.3f}" if key in result else "-"
 
 
-def floor_runs(net, pool):
-    """The floors of scoring ``pool`` with ``net``: the bare pass through module and head at each of
+def timed_with_floors(runs, net, pool, repeats):
+    """:func:`interleaved` times of ``runs`` (which hold ``bare_forward_with_head``) and of the
+    floors of scoring ``pool`` with ``net``: the bare pass through module and head at each of
     :data:`FLOOR_BATCH_SIZES` rows per batch, and at the net's own scoring batch, which splits a
     ratio to the fastest floor into the batch rule's part (this floor / the fastest) and the
-    query's own work around the pass."""
+    query's own work around the pass. The floor at :data:`BATCH_SIZE` rows is
+    ``bare_forward_with_head`` itself, timed once."""
     floors = {
         f"floor_{size}": (lambda size=size: bare_forward_with_head(net, pool, size))
         for size in FLOOR_BATCH_SIZES
+        if size != BATCH_SIZE
     }
     scoring_batch = net.scoring_batch_size(pool)
     floors["floor_scoring_batch"] = lambda: bare_forward_with_head(net, pool, scoring_batch)
-    return floors
+    times = interleaved({**runs, **floors}, repeats)
+    if BATCH_SIZE in FLOOR_BATCH_SIZES:
+        times[f"floor_{BATCH_SIZE}"] = times["bare_forward_with_head"]
+    return times
 
 
 def against_fastest_floor(times, strategies):
@@ -329,7 +333,7 @@ def measure_query(name, repeats, n_pool):
         "tidal_margin": lambda: tidal_margin(net, pool, 100),
         "entropy_sampling": lambda: entropy_sampling(net, pool, 100),
     }
-    times = interleaved({**runs, **floor_runs(net, pool)}, repeats)
+    times = timed_with_floors(runs, net, pool, repeats)
     flops = {key: count_flops(run) for key, run in runs.items()}
     result = {
         "backbone": name,
@@ -365,13 +369,14 @@ def measure_disal(name, repeats, n_train, epochs, n_pool):
     fit_times = interleaved({"recording": partial(fit, True), "no_recording": partial(fit, False)}, repeats)
     net = fit(True)
     pool, _ = random_data(n_pool, seed=1)
-    query_times = interleaved(
+    query_times = timed_with_floors(
         {
             "bare_forward_with_head": lambda: bare_forward_with_head(net, pool),
             "disal": lambda: disal(net, pool, 100),
             "tidal_entropy": lambda: tidal_entropy(net, pool, 100),
-            **floor_runs(net, pool),
         },
+        net,
+        pool,
         repeats,
     )
     result = {
@@ -723,7 +728,7 @@ def main(argv=None):
         return score_memmap_worker(args.worker, args.worker_subset)
 
     parts = set(args.parts)
-    total = {"fit": len(FIT_RUNS), "query": len(BACKBONES), "disal": len(DISAL_BACKBONES)}
+    total = {"fit": len(FIT_RUNS), "query": len(BACKBONES), "disal": len(BACKBONES)}
     steps = tqdm(total=sum(total.get(part, 1) for part in parts), desc="overhead")
     results = {"repeats": args.repeats, "arguments": " ".join(argv if argv is not None else sys.argv[1:])}
     results["environment"] = {
@@ -743,7 +748,7 @@ def main(argv=None):
             steps.update()
     if "disal" in parts:
         results["disal"] = []
-        for name in DISAL_BACKBONES:
+        for name in BACKBONES:
             results["disal"].append(measure_disal(name, args.repeats, args.n_train, args.epochs, args.n_pool))
             steps.update()
     if "selection" in parts:

@@ -86,16 +86,16 @@ def _td_members(classifier):
     return _members(classifier, _td_estimator)
 
 
-def _predict_td(classifier, X, return_proba=False):
+def _predict_td(classifier, X, return_proba=False, members=None):
     """``predict_td`` of the estimator behind ``classifier``; a modAL ``Committee`` gives its
-    members' mean.
+    members' mean. ``members``: ``_td_members(classifier)``, if the caller has them already.
 
     The members' mean probabilities are the committee's consensus, whose argmax is the label
     ``Committee.predict`` returns.
     """
     outputs = [
         _through_transform(transform, lambda Xc, e=estimator: e.predict_td(Xc, return_proba=return_proba), X)
-        for transform, estimator in _td_members(classifier)
+        for transform, estimator in (members if members is not None else _td_members(classifier))
     ]
     if len(outputs) == 1:
         return outputs[0]
@@ -179,7 +179,7 @@ def classifier_td_margin(classifier: BaseEstimator, X: InputData) -> np.ndarray:
     if len(members) == 1 and callable(getattr(estimator, "_predict_td_and_labels", None)):
         # a TiDALNetClassifier: the labels from its logits, without the pool's probabilities
         return td_margin(*_through_transform(transform, estimator._predict_td_and_labels, X))
-    td, proba = _predict_td(classifier, X, return_proba=True)
+    td, proba = _predict_td(classifier, X, return_proba=True, members=members)
     return td_margin(td, proba.argmax(axis=1))
 
 

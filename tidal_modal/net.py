@@ -912,8 +912,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def _batch_size_for(self, row):
         """The scoring batch size for rows like ``row`` (a batch of one), by the rule above."""
         # each batch reads every weight once: activations of at least twice the weights' bytes
-        # keep that read a small part of a batch's traffic (the benchmarks' w=2048 MLP, 23 MB of
-        # weights, passed its pool 4-6% slower at the 24 MiB rule's 480 rows than at 1,024)
+        # keep that read a small part of a batch's traffic (the benchmarks' w=2048 MLP, 24 MB of
+        # weights with its head's, passed its pool at 1.04 times its fastest floor at the 24 MiB
+        # rule's 480 rows, at 1.02 at this rule's 930; benchmarks/results/overhead)
         budget = max(SCORING_BATCH_BYTES, 2 * self._parameter_bytes())
         rows = min(SCORING_BATCH_ROWS, max(1, budget // self._bytes_per_row(row)))
         if torch.device(self.device or "cpu").type == "cpu" or not self.batch_size or self.batch_size < 1:
