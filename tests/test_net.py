@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -597,7 +598,8 @@ class TestSkorchNative:
     """``module_`` is the user's module; the TD head is a second skorch module, ``td_head_``."""
 
     @pytest.fixture(scope="class")
-    def trained(self):
+    @classmethod
+    def trained(cls):
         rng = np.random.RandomState(0)
         X = rng.randn(40, 4).astype(np.float32)
         y = (X[:, 0] > 0).astype(np.int64)
@@ -716,7 +718,8 @@ class TestScoringBatch:
     """Scoring has a batch size of its own; the results do not depend on it."""
 
     @pytest.fixture(scope="class")
-    def trained(self):
+    @classmethod
+    def trained(cls):
         rng = np.random.RandomState(0)
         X = rng.randn(300, 20).astype(np.float32)
         y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
@@ -725,14 +728,38 @@ class TestScoringBatch:
         torch.manual_seed(0)
         return TiDALNetClassifier(module, batch_size=16, max_epochs=3, verbose=0).fit(X, y), X
 
-    def batch_sizes(self, net, X):
+    def batch_sizes(self, net, X, predict=None):
         seen = []
         handle = net.module_.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
         try:
-            net.predict_td(X)
+            (predict or net.predict_td)(X)
         finally:
             handle.remove()
         return seen
+
+    def test_skorch_methods_batch_as_skorch_does_and_tidal_ones_at_the_scoring_batch(self, trained):
+        # skorch documents and tests that predictions batch at iterator_valid__batch_size, else at
+        # batch_size (five tests of its own suite fail otherwise, tests/test_skorch_contract.py)
+        net, X = trained
+        pool = np.concatenate([X] * 20)  # 6,000 rows: 4,096 by the rule (next test), training's 16
+        for predict in (net.predict_proba, net.predict, net.forward, lambda X: list(net.forward_iter(X))):
+            assert self.batch_sizes(net, pool[:40], predict) == [16, 16, 8]
+        assert self.batch_sizes(net, Dataset(pool[:40], None), net.predict_proba) == [16, 16, 8]
+        for score in (net.predict_td, lambda X: tidal_entropy(net, X), lambda X: disal(net, X)):
+            assert self.batch_sizes(net, pool, score) == [4096, 6000 - 4096]
+        # skorch's parameter sets both, as in skorch
+        explicit = pickle.loads(pickle.dumps(net))
+        explicit.iterator_valid__batch_size = 1000  # as its constructor sets it
+        for predict in (explicit.predict_proba, explicit.predict_td, lambda X: tidal_entropy(explicit, X)):
+            assert self.batch_sizes(explicit, pool, predict) == [1000] * 6
+
+    def test_a_training_pass_batches_as_skorch_does_and_warns_nothing(self, trained):
+        net, X = trained
+        trainee = pickle.loads(pickle.dumps(net))  # a training pass updates batch norm's statistics
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the finiteness check reads outputs that carry gradients
+            seen = self.batch_sizes(trainee, X[:40], lambda X: trainee.forward(X, training=True))
+        assert seen == [16, 16, 8]
 
     def test_the_default_is_large_and_an_explicit_one_is_kept(self, trained):
         net, X = trained
@@ -784,6 +811,7 @@ class TestScoringBatch:
             np.testing.assert_allclose(proba, reference_proba, rtol=1e-5, atol=1e-7)
             np.testing.assert_array_equal(tidal_entropy(copy, X, n_instances=20), reference_query)
             np.testing.assert_array_equal(disal(copy, X, n_instances=20), reference_disal)
+            np.testing.assert_allclose(copy.predict_proba(X), reference_proba, rtol=1e-5, atol=1e-7)
 
 
 class TestScoringPrecision:

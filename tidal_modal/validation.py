@@ -445,7 +445,7 @@ def check_finite_output(outputs: Any, batch: Any, input_name: str = "X") -> None
     """
     tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
     if isinstance(batch, torch.Tensor) and any(
-        isinstance(t, torch.Tensor) and t.is_floating_point() and not math.isfinite(t.sum())
+        isinstance(t, torch.Tensor) and t.is_floating_point() and not math.isfinite(t.detach().sum())
         for t in tensors
     ):
         check_finite_batch(batch, input_name)
