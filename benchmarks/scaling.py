@@ -78,8 +78,14 @@ def _two_at_once(fn, *args, warmup_args=None):
     """``fn(*args)``'s throughput in two processes at once over one alone."""
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(fn, *[[a] * 2 for a in (warmup_args or args)]))  # start both processes, warm up
-        one = pool.submit(fn, *args).result()
-        both = list(pool.map(fn, *[[a] * 2 for a in args]))
+        return one_then_two(pool, fn, *args)
+
+
+def one_then_two(pool, fn, *args):
+    """``fn(*args)`` (which times itself) in one of ``pool``'s two processes, then in both at
+    once: the seconds, and the throughput of two over one."""
+    one = pool.submit(fn, *args).result()
+    both = list(pool.map(fn, *[[a] * 2 for a in args]))
     return {"one_process_s": one, "two_processes_s": both, "ratio": 2 * one / max(both)}
 
 

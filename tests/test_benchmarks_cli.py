@@ -15,6 +15,7 @@ from benchmarks import (
     run,
     scaling,
     scaling_dask,
+    scaling_paired,
     scaling_training,
     transaction_cost,
 )
@@ -29,6 +30,7 @@ PARSERS = {
     "memory_cycles": memory_cycles.build_parser,
     "scaling": scaling.build_parser,
     "scaling_dask": scaling_dask.build_parser,
+    "scaling_paired": scaling_paired.build_parser,
     "scaling_training": scaling_training.build_parser,
 }
 
