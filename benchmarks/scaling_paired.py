@@ -66,6 +66,16 @@ RATIOS = ("raw_ratio", "workload_ratio", "dask_ratio", "accelerate_ratio", "effi
           "two_workers_busiest_share", "two_workers_larger_part", "main_process_share_of_a_core")  # fmt: skip
 
 
+def _paired(runs, repeats, rng):
+    """``repeats`` times, every one of ``runs`` once, in an order drawn from ``rng``: their results
+    by name, and the order."""
+    measured = []
+    for _ in range(repeats):
+        order = [list(runs)[i] for i in rng.permutation(len(runs))]
+        measured.append({"order": order, **{name: runs[name]() for name in order}})
+    return measured
+
+
 def _query(client, net, pool, n_instances):
     """Seconds of ``tidal_entropy`` on ``client``'s persisted ``pool``, with the CPU seconds of
     its workers and of this process during it."""
@@ -139,11 +149,7 @@ def measure_dask(repeats, rows, chunk_rows, n_instances, spin_iterations, rebala
             "one_worker": lambda: _query(clients[1], net, pools[1], n_instances),
             "two_workers": lambda: _query(clients[2], net, pools[2], n_instances),
         }
-        measured = []
-        for _ in range(repeats):
-            names = list(runs)
-            order = [names[i] for i in order_rng.permutation(len(names))]
-            measured.append({"order": order, **{name: runs[name]() for name in order}})
+        measured = _paired(runs, repeats, order_rng)
     setup = {"blocks_per_worker": placement, "rebalanced": rebalance, "scoring_batch": batch,
              "workload_steps": steps}  # fmt: skip
     return [_dask_ratios(repeat) for repeat in measured], setup
@@ -192,11 +198,7 @@ def measure_accelerate(repeats, rows, epochs, batch_size, spin_iterations, seed=
             # the TD of 1,000 rows gathered after the fit: the fit's own gathering is timed in it
             "two_processes": lambda: scaling_training.data_parallel(2, rows, epochs, batch_size, 1000, seed),
         }
-        measured = []
-        for _ in range(repeats):
-            names = list(runs)
-            order = [names[i] for i in order_rng.permutation(len(names))]
-            measured.append({"order": order, **{name: runs[name]() for name in order}})
+        measured = _paired(runs, repeats, order_rng)
     setup = {"rows": rows, "epochs": epochs, "batch_size": batch_size, "workload_steps": steps}
     return [_accelerate_ratios(repeat) for repeat in measured], setup
 
