@@ -135,6 +135,24 @@ def _release_process_group():
 atexit.register(_release_process_group)
 
 
+class _ModuleAndHead(torch.nn.Module):
+    """A net's module and TD head as one module, whose forward pass is the net's
+    :meth:`~tidal_modal.net.TiDALNetClassifier.infer_td`.
+
+    Accelerate wraps it in one ``DistributedDataParallel``, so that a step all-reduces the
+    gradients of both at once; skorch's mixin wraps every module on its own, and two wrappers
+    all-reduce twice per step. ``module_`` and ``td_head_`` stay the net's own modules.
+    """
+
+    def __init__(self, net: TiDALNetClassifier) -> None:
+        super().__init__()
+        self.module, self.head = net.module_, net.td_head_
+        self.net = [net]  # not a submodule: a list hides it from nn.Module
+
+    def forward(self, x: Any, **fit_params: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        return TiDALNetClassifier.infer_td(self.net[0], x, **fit_params)
+
+
 def _silent(text):
     """The log sink of the processes other than the main one."""
 
@@ -212,21 +230,27 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
             inner = getattr(optimizer, "optimizer", None)
             if isinstance(inner, torch.optim.Optimizer):  # an AcceleratedOptimizer of an earlier fit
                 setattr(self, name + "_", inner)
-        criteria = self._criteria
+        criteria, modules = self._criteria, self._modules
         self._criteria = [
             name
             for name in criteria
             if any(p.requires_grad for p in getattr(getattr(self, name + "_"), "parameters", list)())
         ]
+        # the module and the TD head are prepared together below, not one by one as skorch does
+        self._modules = [name for name in modules if name not in ("module", "td_head")]
         try:
-            return super()._initialize_accelerator()
+            super()._initialize_accelerator()
         finally:
-            self._criteria = criteria
+            self._criteria, self._modules = criteria, modules
+        # not through skorch's __setattr__, which would add it to the net's modules (saved, moved)
+        object.__setattr__(self, "_pair", self.accelerator.prepare(_ModuleAndHead(self)))
+        return self
 
     def _unwrap_accelerator(self) -> None:
         """Unwrap as skorch does, and let the accelerator drop its references to the wrappers."""
         wrapped = self._wrapped_with_accelerator
         super()._unwrap_accelerator()
+        self._pair = None
         if wrapped:
             # each fit wraps afresh: without this the accelerator would keep every fit's wrapper
             # (and DistributedDataParallel's gradient buckets) alive
@@ -255,9 +279,16 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
                 self.td_head_.to(self.accelerator.device)
             self._shape_pass(unpack_data(batch)[0], **fit_params)
             self._initialize_accelerator()
-        modules = [m for m in (self.module_, self.td_head_) if m is not None]
-        with self.accelerator.accumulate(*modules):
+        with self.accelerator.accumulate(self._pair):
             return TiDALNetClassifier.train_step(self, batch, **fit_params)
+
+    def infer_td(self, x: InputData, **fit_params: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """As a TiDAL net; a training pass of a wrapped net runs through the one wrapper of the
+        module and the TD head, whose gradients then synchronise together."""
+        pair = getattr(self, "_pair", None)
+        if pair is not None and self._wrapped_with_accelerator and torch.is_grad_enabled():
+            return pair(x, **fit_params)
+        return super().infer_td(x, **fit_params)
 
     def _zero_grad_optimizer(self, set_to_none: bool | None = None) -> None:
         """Zero the gradients at the first micro-batch of an accumulation group only.
