@@ -16,7 +16,11 @@ parallelism:
   must see every parameter when it wraps the module: the first training batch is first passed
   through the new module once without gradients, in eval mode, to give the head its shapes,
   and the module is wrapped after that;
-- after a fit the module is unwrapped (skorch's ``unwrap_after_train=True``), so that the net
+- the module and the TD head are wrapped together, in one ``DistributedDataParallel``, and a
+  training pass runs through that wrapper: a step all-reduces the gradients of both at once
+  (skorch's mixin wraps every module on its own, which would all-reduce twice per step);
+  ``module_`` and ``td_head_`` stay the net's own modules throughout;
+- after a fit the wrapper is dropped (skorch's ``unwrap_after_train=True``), so that the net
   predicts, scores a pool and pickles like a single-process net; a warm-started fit wraps it
   again, so that every fit is data-parallel.
 
@@ -179,9 +183,9 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
     callbacks__print_log__sink : callable or "auto", default="auto"
         Where the log goes; ``"auto"`` prints on the main process only, and only if ``verbose``.
     unwrap_after_train : bool, default=True
-        skorch's parameter: after each fit the module is unwrapped from
-        ``DistributedDataParallel``, so that prediction runs on each process alone and the net
-        pickles; the next fit (also warm-started) wraps it again.
+        skorch's parameter: after each fit the wrappers (``DistributedDataParallel``) are
+        dropped, so that the net pickles; the next fit (also warm-started) wraps the module and
+        the TD head again. Prediction runs on each process alone either way.
     **kwargs
         Any parameter of :class:`~tidal_modal.net.TiDALNetClassifier` and skorch.
 
