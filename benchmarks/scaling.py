@@ -74,9 +74,14 @@ def _cnn_work(part, repeats, batch_size):
     return time.perf_counter() - start
 
 
+def process_pair():
+    """A pool of two fresh processes (spawned: no state of this one's torch)."""
+    return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _two_at_once(fn, *args, warmup_args=None):
     """``fn(*args)``'s throughput in two processes at once over one alone."""
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pair() as pool:
         list(pool.map(fn, *[[a] * 2 for a in (warmup_args or args)]))  # start both processes, warm up
         return one_then_two(pool, fn, *args)
 

@@ -36,14 +36,12 @@ Writes ``paired.json`` and ``summary.md`` to ``--out-dir``.
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -55,7 +53,7 @@ from tidal_modal import tidal_entropy
 from . import scaling_dask, scaling_training
 from .cli import HelpFormatter
 from .overhead import timed
-from .scaling import _cnn_work, _spin, one_then_two
+from .scaling import _cnn_work, _spin, one_then_two, process_pair
 from .store import code_version
 
 DEFAULT_OUT_DIR = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "scaling_paired"
@@ -74,6 +72,25 @@ def _paired(runs, repeats, rng):
         order = [list(runs)[i] for i in rng.permutation(len(runs))]
         measured.append({"order": order, **{name: runs[name]() for name in order}})
     return measured
+
+
+def _workload_steps(executor, part, batch, spin_iterations):
+    """Steps of the engine's own work (``_cnn_work(part, steps, batch)``) that take about as long
+    as the raw work in one process; both of ``executor``'s processes are started and warmed up
+    first."""
+    list(executor.map(_spin, [spin_iterations // 10] * 2))
+    per_step = executor.submit(_cnn_work, part, 5, batch).result() / 5
+    return max(5, round(executor.submit(_spin, spin_iterations).result() / per_step))
+
+
+def _against_raw_and_workload(repeat, ratio):
+    """A repeat's engine ``ratio`` over its raw ratio (the efficiency) and over its workload's."""
+    return {
+        "raw_ratio": repeat["raw"]["ratio"],
+        "efficiency": ratio / repeat["raw"]["ratio"],
+        "workload_ratio": repeat["workload"]["ratio"],
+        "efficiency_vs_workload": ratio / repeat["workload"]["ratio"],
+    }
 
 
 def _query(client, net, pool, n_instances):
@@ -109,15 +126,10 @@ def measure_dask(repeats, rows, chunk_rows, n_instances, spin_iterations, rebala
     order_rng = np.random.default_rng(seed)
     with ExitStack() as stack:
         stack.enter_context(dask.config.set(environ))
-        executor = stack.enter_context(
-            ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
-        )
-        list(executor.map(_spin, [spin_iterations // 10] * 2))  # start both processes, warm up
-        # the workers' work without Dask: the net's forward passes at its scoring batch, as long
-        # as the one-process raw work takes (about)
+        executor = stack.enter_context(process_pair())
+        # the workers' work without Dask: the net's forward passes at its scoring batch
         batch = net.scoring_batch_size(X)
-        per_step = executor.submit(_cnn_work, "scoring", 5, batch).result() / 5
-        steps = max(5, round(executor.submit(_spin, spin_iterations).result() / per_step))
+        steps = _workload_steps(executor, "scoring", batch, spin_iterations)
         clients, pools, placement = {}, {}, {}
         for n in (1, 2):
             cluster = stack.enter_context(
@@ -162,12 +174,9 @@ def _dask_ratios(repeat):
     busiest = max(two["worker_cpu_s"])
     return {
         **repeat,
-        "raw_ratio": repeat["raw"]["ratio"],
         "dask_ratio": dask_ratio,
-        "efficiency": dask_ratio / repeat["raw"]["ratio"],
-        "workload_ratio": repeat["workload"]["ratio"],
-        # against the workers' own work in two plain processes: what is Dask's
-        "efficiency_vs_workload": dask_ratio / repeat["workload"]["ratio"],
+        # efficiency_vs_workload: against the workers' own work in two plain processes, Dask's part
+        **_against_raw_and_workload(repeat, dask_ratio),
         # CPU seconds of the two workers together over one worker's: the same blocks' work
         "two_workers_cpu_over_one": sum(two["worker_cpu_s"]) / sum(one["worker_cpu_s"]),
         "one_worker_vs_in_memory": repeat["in_memory"]["s"] / one["s"],
@@ -184,11 +193,9 @@ def measure_accelerate(repeats, rows, epochs, batch_size, spin_iterations, seed=
     next to the raw work and the training steps without an engine in one process and in two."""
     torch.set_num_threads(1)
     order_rng = np.random.default_rng(seed)
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
-        list(executor.map(_spin, [spin_iterations // 10] * 2))  # start both processes, warm up
-        # the processes' work without an engine: the net's training steps, as long as the raw work
-        per_step = executor.submit(_cnn_work, "training", 5, batch_size).result() / 5
-        steps = max(5, round(executor.submit(_spin, spin_iterations).result() / per_step))
+    with process_pair() as executor:
+        # the processes' work without an engine: the net's training steps
+        steps = _workload_steps(executor, "training", batch_size, spin_iterations)
         runs = {
             "raw": lambda: one_then_two(executor, _spin, spin_iterations),
             "workload": lambda: one_then_two(executor, _cnn_work, "training", steps, batch_size),
@@ -206,15 +213,8 @@ def measure_accelerate(repeats, rows, epochs, batch_size, spin_iterations, seed=
 def _accelerate_ratios(repeat):
     """One repeat's ratios: raw, Accelerate's two-process ratio (samples/s of two processes over
     one plain fit: the median epoch, the first not counted) and its efficiency."""
-    ratio = np.median(repeat["one_process"]["epoch_s"]) / np.median(repeat["two_processes"]["epoch_s"])
-    return {
-        **repeat,
-        "raw_ratio": repeat["raw"]["ratio"],
-        "accelerate_ratio": float(ratio),
-        "efficiency": float(ratio) / repeat["raw"]["ratio"],
-        "workload_ratio": repeat["workload"]["ratio"],
-        "efficiency_vs_workload": float(ratio) / repeat["workload"]["ratio"],
-    }
+    ratio = float(np.median(repeat["one_process"]["epoch_s"]) / np.median(repeat["two_processes"]["epoch_s"]))
+    return {**repeat, "accelerate_ratio": ratio, **_against_raw_and_workload(repeat, ratio)}
 
 
 def summarize(repeats):
@@ -248,15 +248,16 @@ def _together(summary, rows, engine):
     return lines + [f"| {label} | {_cell(summary[key])} |" for label, key in rows[3:]] + [""]
 
 
-def _head(title, meta, rounds):
+def _head(title, meta, rounds, how):
+    """The page's title and its first paragraph: the command, the machine, and ``how`` each round
+    and repeat ran."""
     return [
         f"# {title} against the raw two-process ratio, paired repeat by repeat",
         "",
         f"`python -m benchmarks.scaling_paired {meta['arguments']}` on {meta['machine']}; "
         f"load average {meta['load_average_at_start'][0]:.2f} at the start, "
         f"{meta['load_average_at_end'][0]:.2f} at the end. {len(rounds)} round(s) of "
-        f"{rounds[0]['summary']['repeats']} repeats; each round starts its own processes, and "
-        "each repeat runs every measurement once, in a shuffled order.",
+        f"{rounds[0]['summary']['repeats']} repeats; {how}",
         "",
     ]
 
@@ -264,7 +265,11 @@ def _head(title, meta, rounds):
 def accelerate_markdown(summary, meta, rounds):
     """The Accelerate summary as a Markdown page: each round's medians, then all repeats."""
     setup = rounds[0]["setup"]
-    lines = _head("Accelerate training", meta, rounds) + [
+    how = (
+        "each round starts its own processes, and each repeat runs every measurement once, in a "
+        "shuffled order."
+    )
+    lines = _head("Accelerate training", meta, rounds, how) + [
         f"A plain `TiDALNetClassifier` fit in this process and an Accelerate fit in two processes "
         f"(gloo), {setup['rows']} rows, {setup['epochs']} epochs (the first not counted), "
         f"{setup['batch_size']} rows per step and process; the workload is the same training steps "
@@ -291,20 +296,15 @@ def accelerate_markdown(summary, meta, rounds):
 def markdown(summary, meta, rounds):
     """The Dask summary as a Markdown page: each round's medians, then all repeats together."""
     setup = rounds[0]["setup"]
-    lines = [
-        "# Dask scoring against the raw two-process ratio, paired repeat by repeat",
-        "",
-        f"`python -m benchmarks.scaling_paired {meta['arguments']}` on {meta['machine']}; "
-        f"load average {meta['load_average_at_start'][0]:.2f} at the start, "
-        f"{meta['load_average_at_end'][0]:.2f} at the end. {len(rounds)} round(s) of "
-        f"{rounds[0]['summary']['repeats']} repeats; each round starts its own processes (two "
-        "clusters and a pool of two plain processes), and in each repeat the raw work, the "
-        "workload, the in-memory query and the one- and two-worker queries ran once, in a shuffled "
-        f"order. Workers score in batches of {setup['scoring_batch']} rows; the pool's blocks lay on "
-        "the two workers as "
+    how = (
+        "each round starts its own processes (two clusters and a pool of two plain processes), and "
+        "in each repeat the raw work, the workload, the in-memory query and the one- and two-worker "
+        f"queries ran once, in a shuffled order. Workers score in batches of {setup['scoring_batch']} "
+        "rows; the pool's blocks lay on the two workers as "
         + ("`Client.rebalance` left them" if setup["rebalanced"] else "`persist` placed them")
-        + ". Median [interquartile range] over a round's repeats:",
-        "",
+        + ". Median [interquartile range] over a round's repeats:"
+    )
+    lines = _head("Dask scoring", meta, rounds, how) + [
         "| round | blocks per worker | raw | workload | Dask | **Dask efficiency** | Dask / workload "
         "| busiest worker's share of the CPU | two workers' CPU / one's |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -244,6 +244,15 @@ def test_a_wrapped_net_refuses_pickling_and_says_why(accelerator, data):
     assert pickle.loads(pickle.dumps(net)).predict_td(pool).shape == (len(pool), N_CLASSES)
 
 
+def test_a_cold_refit_of_a_still_wrapped_net_trains_its_new_modules(accelerator, data):
+    # unwrap_after_train=False keeps the wrapper; a fit without warm_start builds new modules,
+    # and the wrapper that training passes run through must be theirs, not the last fit's
+    _, X, y, _ = data
+    net = accelerated_net(accelerator, unwrap_after_train=False, max_epochs=1).fit(X, y)
+    net.fit(X, y)
+    assert net._pair.module is net.module_ and net._pair.head is net.td_head_
+
+
 def test_an_unpickled_net_leaves_the_device_to_the_accelerator(accelerator, data, recwarn):
     _, X, y, pool = data
     net = pickle.loads(pickle.dumps(accelerated_net(accelerator, max_epochs=1).fit(X, y)))

@@ -250,6 +250,13 @@ class AcceleratedTiDALNetClassifier(AccelerateMixin, TiDALNetClassifier):
         object.__setattr__(self, "_pair", self.accelerator.prepare(_ModuleAndHead(self)))
         return self
 
+    def _initialize_module(self) -> AcceleratedTiDALNetClassifier:
+        """Build the modules as a TiDAL net does, after dropping the last fit's wrapper, which
+        ``unwrap_after_train=False`` keeps: new modules are wrapped afresh, not trained through
+        a wrapper of the old ones."""
+        self._unwrap_accelerator()
+        return super()._initialize_module()
+
     def _unwrap_accelerator(self) -> None:
         """Unwrap as skorch does, and let the accelerator drop its references to the wrappers."""
         wrapped = self._wrapped_with_accelerator
