@@ -753,6 +753,78 @@ class TestScoringBatch:
         for predict in (explicit.predict_proba, explicit.predict_td, lambda X: tidal_entropy(explicit, X)):
             assert self.batch_sizes(explicit, pool, predict) == [1000] * 6
 
+    def test_auto_gives_skorch_methods_the_scoring_batch_and_the_same_results(self, trained):
+        net, X = trained
+        pool = np.concatenate([X] * 20)
+        auto = pickle.loads(pickle.dumps(net)).set_params(iterator_valid__batch_size="auto")
+        for predict in (auto.predict_proba, auto.predict, auto.forward, lambda X: list(auto.forward_iter(X))):
+            assert self.batch_sizes(auto, pool, predict) == [4096, 6000 - 4096]
+        assert self.batch_sizes(auto, Dataset(pool, None), auto.predict_proba) == [4096, 6000 - 4096]
+        for score in (auto.predict_td, lambda X: tidal_entropy(auto, X)):
+            assert self.batch_sizes(auto, pool, score) == [4096, 6000 - 4096]
+        # eval mode: batch norm's statistics, not the batch's; dropout off; a matmul over another number
+        # of rows may round the last bit differently (test_scores_and_queries_do_not_depend_on_the_batch)
+        np.testing.assert_allclose(auto.predict_proba(pool), net.predict_proba(pool), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(auto.predict(pool), net.predict(pool))
+
+    def test_auto_batches_the_validation_of_a_fit_too(self, trained):
+        _, X = trained
+        y = (X[:, 0] > 0).astype(np.int64)
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 2))
+        net = TiDALNetClassifier(
+            module,
+            batch_size=16,
+            max_epochs=1,
+            train_split=ValidSplit(5),
+            iterator_valid__batch_size="auto",
+            verbose=0,
+        )
+        seen = []
+        module.register_forward_pre_hook(lambda m, args: seen.append((m.training, len(args[0]))))
+        net.fit(X, y)
+        # 240 training rows in batches of 16, the 60 validation rows in one, in eval mode
+        assert [n for training, n in seen if not training] == [60]
+        assert [n for training, n in seen if training] == [16] * 15
+        assert np.isfinite(net.history[-1, "valid_loss"])
+
+    def test_a_misspelt_auto_is_an_error_that_names_the_fix_and_changes_nothing(self, trained):
+        net, X = trained
+        wrong = pickle.loads(pickle.dumps(net)).set_params(iterator_valid__batch_size="Auto")
+        weights = [p.detach().clone() for p in wrong.module_.parameters()]
+        with pytest.raises(ValueError, match="iterator_valid__batch_size='Auto' is not a batch size.*'auto'"):
+            wrong.predict_proba(X)
+        with pytest.raises(ValueError, match="'Auto' is not a batch size"):
+            wrong.fit(X, (X[:, 0] > 0).astype(np.int64))
+        assert all(torch.equal(a, b) for a, b in zip(weights, wrong.module_.parameters(), strict=True))
+        proba = wrong.set_params(iterator_valid__batch_size="auto").predict_proba(X)
+        np.testing.assert_allclose(proba, net.predict_proba(X), rtol=1e-5, atol=1e-7)
+
+    def test_set_params_of_iterators_on_a_fitted_net_reinitializes_nothing(self, trained, capsys):
+        # skorch 1.4's set_params raises "Something went wrong" for an initialized net given
+        # parameters of its iterators or dataset alone (it sets them first)
+        net, X = trained
+        y = (X[:, 0] > 0).astype(np.int64)
+        fitted = pickle.loads(pickle.dumps(net)).set_params(verbose=1)  # prints what it re-initializes
+        module, head, optimizer = fitted.module_, fitted.td_head_, fitted.optimizer_
+        assert fitted.set_params(iterator_valid__batch_size=100, iterator_train__drop_last=True) is fitted
+        assert (fitted.module_, fitted.td_head_, fitted.optimizer_) == (module, head, optimizer)
+        assert "Re-initializing" not in capsys.readouterr().out
+        assert fitted.get_params()["iterator_valid__batch_size"] == 100
+        assert self.batch_sizes(fitted, X, fitted.predict_proba) == [100] * 3
+        np.testing.assert_allclose(fitted.predict_proba(X), net.predict_proba(X), rtol=1e-5, atol=1e-7)
+        fitted.verbose = 0
+        seen = self.batch_sizes(fitted, X, lambda X: fitted.partial_fit(X, y))
+        assert seen == [16] * 18 * net.max_epochs  # the last 12 rows dropped
+        # with a module's parameter, as in skorch: everything is re-initialized
+        fitted.set_params(iterator_valid__batch_size=50, td_head__hidden=8, verbose=1)
+        assert fitted.module_ is not module and fitted.td_head_.hidden == 8
+        assert "Re-initializing module" in capsys.readouterr().out
+        assert fitted.iterator_valid__batch_size == 50
+        # a misspelt parameter is skorch's error, as before
+        with pytest.raises(ValueError, match="iterator_vaild__batch_size"):
+            clone(net).initialize().set_params(iterator_vaild__batch_size=3)
+
     def test_a_training_pass_batches_as_skorch_does_and_warns_nothing(self, trained):
         net, X = trained
         trainee = pickle.loads(pickle.dumps(net))  # a training pass updates batch norm's statistics
@@ -767,9 +839,7 @@ class TestScoringBatch:
         assert net._bytes_per_row(torch.as_tensor(pool[:1])) == 80 + 4 * (32 + 32 + 32 + 32 + 2)
         # 24 MiB / 600 bytes, capped at 4,096 rows (the one-row pass that measures a row is unseen)
         assert self.batch_sizes(net, pool) == [4096, 6000 - 4096]
-        explicit = pickle.loads(pickle.dumps(net))
-        # as its constructor sets it (skorch's set_params refuses iterator_* once initialized)
-        explicit.iterator_valid__batch_size = 1000
+        explicit = pickle.loads(pickle.dumps(net)).set_params(iterator_valid__batch_size=1000)
         assert self.batch_sizes(explicit, pool) == [1000] * 6
         cnn = TiDALNetClassifier(
             nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 2)),

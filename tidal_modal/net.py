@@ -122,6 +122,8 @@ def check_not_several_inputs(X: InputData, y: Labels | None) -> None:
 SCORING_BATCH_BYTES = 24 * 2**20
 #: Most rows of one scoring batch: past a few thousand rows a CPU pass gains nothing more.
 SCORING_BATCH_ROWS = 4096
+#: Components read at each call, that a change re-initializes nothing of.
+_PASSIVE_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
 
 
 def td_head_file(f_params: str | os.PathLike) -> str:
@@ -198,7 +200,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
     ``iterator_train`` receives the training set wrapped in an
     :class:`~tidal_modal.dynamics.IndexedDataset`; the optimizer trains the head too; and
     ``train_loss`` includes the TD term. The README's "skorch compatibility" lists each
-    difference that skorch's own test suite finds.
+    difference that skorch's own test suite finds. Two additions: ``predict_td`` and the
+    strategies score the pool in batches of :meth:`scoring_batch_size` rows, and
+    ``iterator_valid__batch_size="auto"`` gives ``predict_proba`` and the other predictions
+    that batch size too (skorch's ``batch_size`` otherwise).
 
     Parameters
     ----------
@@ -385,6 +390,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """
         with fit_transaction(self):
             check_device(self.device)  # before skorch moves anything there
+            self._valid_batch_size()  # a misspelt "auto" raises now, not at the first prediction
             check_not_several_inputs(X, y)
             X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
             # skorch's fit calls partial_fit, which need neither read X again nor take a second snapshot
@@ -409,6 +415,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         with nullcontext() if from_fit else fit_transaction(self):
             if not from_fit:
                 check_device(self.device)
+                self._valid_batch_size()
                 check_not_several_inputs(X, y)
             X, y, net_classes = check_training_data(
                 self, X, y, reset=not is_fitted(self), check_X=not from_fit
@@ -472,10 +479,26 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return TrainingDynamics(n_samples)
 
     def get_iterator(self, dataset: Dataset, training: bool = False) -> Any:
-        """As in skorch; the rows of training batches carry their row index (:class:`IndexedDataset`)."""
+        """As in skorch; the rows of training batches carry their row index (:class:`IndexedDataset`),
+        and ``iterator_valid__batch_size="auto"`` batches the rest at :meth:`scoring_batch_size`."""
         if training:
             dataset = IndexedDataset(dataset)
+        elif self._valid_batch_size() == "auto":
+            return self._scoring_iterator(dataset)
         return super().get_iterator(dataset, training=training)
+
+    def set_params(self, **kwargs: Any) -> TiDALNetClassifier:
+        """As in skorch; also on a fitted net, parameters of its iterators or dataset alone (e.g.
+        ``iterator_valid__batch_size``) are set as they are, re-initializing nothing."""
+        passive = {k: v for k, v in kwargs.items() if k.startswith(_PASSIVE_PREFIXES)}
+        if not passive or not self.initialized_:
+            return super().set_params(**kwargs)
+        # skorch 1.4 raises "Something went wrong" when an initialized net gets only such parameters
+        # (none of its modules, criteria or optimizers to re-initialize), after setting them
+        super().set_params(**{k: v for k, v in kwargs.items() if k not in passive})
+        vars(self).update(passive)
+        self._params_to_validate.update(passive)
+        return self
 
     def infer(self, x: InputData, **fit_params: Any) -> Any:
         """Forward a batch through ``module_``, as in skorch; float input is cast to the module's
@@ -791,10 +814,11 @@ class TiDALNetClassifier(NeuralNetClassifier):
         ``X`` must match the net's training data (every prediction goes through here; the checks
         read shapes, and a batch whose output is not finite is checked for NaN in its input).
         Arrays (memory-mapped ones too) and tensors are sliced into batches of
-        ``iterator_valid__batch_size`` (or ``batch_size``) rows, as skorch batches them, instead
-        of going through a ``Dataset`` row by row and ``default_collate``: on small networks that
-        per-row path costs more than the forward pass itself. Other inputs take skorch's path. As
-        in skorch, a net that was initialized but never fitted predicts with its initial weights.
+        ``iterator_valid__batch_size`` (or ``batch_size``) rows, as skorch batches them (with
+        ``"auto"``, :meth:`scoring_batch_size` rows), instead of going through a ``Dataset`` row
+        by row and ``default_collate``: on small networks that per-row path costs more than the
+        forward pass itself. Other inputs take skorch's path. As in skorch, a net that was
+        initialized but never fitted predicts with its initial weights.
 
         With ``scoring=True`` (a keyword of ours) the batches are those of pool scoring,
         :meth:`scoring_batch_size` rows: what ``disal`` reads the pool with.
@@ -841,15 +865,16 @@ class TiDALNetClassifier(NeuralNetClassifier):
             dataset = self.get_dataset(X)
             if scoring:
                 iterator = self._scoring_iterator(dataset)
-            else:
+            else:  # "auto" included
                 iterator = self.get_iterator(dataset, training=False)
             for batch in iterator:
                 yield unpack_data(batch)[0]
             return
-        if scoring:
+        size = self._valid_batch_size()
+        if scoring or size == "auto":
             batch_size = self.scoring_batch_size(X)
         else:
-            batch_size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+            batch_size = self.batch_size if size is None else size
         to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
         for Xi in iter_slices(X, batch_size):
             # no copy of C-ordered rows; others (a DataFrame's columns) are copied batch by batch,
@@ -866,19 +891,19 @@ class TiDALNetClassifier(NeuralNetClassifier):
         :meth:`forward_td_iter` and every strategy that reads them (also on Dask and in
         scikit-activeml).
 
-        ``iterator_valid__batch_size`` when you set it, as in skorch. Otherwise as many rows as
-        keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES` (24 MiB,
-        about a CPU's caches) or within twice the bytes of the weights (module and TD head), if
-        those are more, and at most :data:`SCORING_BATCH_ROWS` (4,096); on another device (a
+        ``iterator_valid__batch_size`` when you set it to a number, as in skorch. Otherwise as
+        many rows as keep one batch's input and layer outputs within :data:`SCORING_BATCH_BYTES`
+        (24 MiB, about a CPU's caches) or within twice the bytes of the weights (module and TD
+        head), if those are more, and at most :data:`SCORING_BATCH_ROWS` (4,096); on another device (a
         GPU, whose memory and not a cache bounds it) at least the training ``batch_size`` too.
         The bytes of a row are measured by one forward pass of one row of ``X``. Scoring keeps
         no gradients, and on small networks the batch size decides the cost of a pass over the
         pool more than the network does: small batches pay Python's per-batch cost and read
         every weight once per batch, batches whose activations overflow the cache pay memory
         traffic.
-        skorch's own methods (``forward``, ``predict``, ``predict_proba``) batch as skorch does
-        (``iterator_valid__batch_size``, else ``batch_size``): set ``iterator_valid__batch_size``
-        to speed those up too.
+        skorch's own methods (``forward``, ``predict``, ``predict_proba``, validation during
+        ``fit``) batch as skorch does (``iterator_valid__batch_size``, else ``batch_size``); with
+        ``iterator_valid__batch_size="auto"`` (a value of ours) they batch by this rule too.
 
         Parameters
         ----------
@@ -900,14 +925,25 @@ class TiDALNetClassifier(NeuralNetClassifier):
         >>> wide = TiDALNetClassifier(nn.Sequential(nn.Linear(784, 8192), nn.Linear(8192, 10))).initialize()
         >>> wide.scoring_batch_size(np.zeros((10, 784), dtype="float32"))  # 35,944 B a row, 26 MB of weights
         1449
-        >>> net.iterator_valid__batch_size = 256  # skorch's parameter wins
+        >>> _ = net.set_params(iterator_valid__batch_size=256)  # skorch's parameter wins
         >>> net.scoring_batch_size(np.zeros((10, 784), dtype="float32"))
         256
         """
-        params = self.get_params_for("iterator_valid")
-        if "batch_size" in params:
-            return params["batch_size"]
+        size = self._valid_batch_size()
+        if size not in (None, "auto"):
+            return size
         return self._batch_size_for(torch.as_tensor(next(iter_slices(X, 1))))
+
+    def _valid_batch_size(self):
+        """``iterator_valid__batch_size`` as set (``None`` when not), checked if a string."""
+        size = self.get_params_for("iterator_valid").get("batch_size")
+        if isinstance(size, str) and size != "auto":
+            raise ValueError(
+                f"iterator_valid__batch_size={size!r} is not a batch size. Use a number of rows, -1 "
+                "(all rows at once) or 'auto' (every prediction at the scoring batch size, "
+                "TiDALNetClassifier.scoring_batch_size)."
+            )
+        return size
 
     def _batch_size_for(self, row):
         """The scoring batch size for rows like ``row`` (a batch of one), by the rule above."""
@@ -936,11 +972,14 @@ class TiDALNetClassifier(NeuralNetClassifier):
     def _scoring_iterator(self, dataset):
         """skorch's ``iterator_valid`` over a Dataset, at the scoring batch size of its rows."""
         params = self.get_params_for("iterator_valid")
-        first = dataset[0] if len(dataset) and "batch_size" not in params else None
-        x = first[0] if isinstance(first, (tuple, list)) else first
-        if not isinstance(x, (np.ndarray, torch.Tensor)):  # set, or rows we cannot measure: skorch's
+        if self._valid_batch_size() not in (None, "auto"):  # set: skorch's
             return self.get_iterator(dataset, training=False)
-        batch_size = self._batch_size_for(torch.as_tensor(x)[None])
+        first = dataset[0] if len(dataset) else None
+        x = first[0] if isinstance(first, (tuple, list)) else first
+        if isinstance(x, (np.ndarray, torch.Tensor)):
+            batch_size = self._batch_size_for(torch.as_tensor(x)[None])
+        else:  # rows we cannot measure: skorch's fallback
+            batch_size = self.batch_size if self.batch_size != -1 else max(1, len(dataset))
         return self.iterator_valid(dataset, **{**params, "batch_size": batch_size})
 
     def _bytes_per_row(self, row):
