@@ -340,6 +340,25 @@ class TestEstimatorProtocol:
         expected = hand_td(net, [penultimate(net, X)])
         np.testing.assert_allclose(net.predict_td(X), expected, rtol=1e-5, atol=1e-7)
 
+    def test_a_failed_set_params_leaves_the_net_as_it_was(self, tiny):
+        # skorch sets what it can before the error: here the optimizer's learning rate (in place)
+        # and module__n_hidden, which then broke every later fit
+        X, y = tiny
+        net = tiny_net().fit(X, y)
+        attributes, module, proba = dict(vars(net)), net.module_, net.predict_proba(X)
+        with pytest.raises(TypeError, match="n_hidden"):
+            net.set_params(optimizer__lr=0.5, module__n_hidden=7)
+        assert net.optimizer_.param_groups[0]["lr"] == 0.1
+        assert dict(vars(net)).keys() == attributes.keys() and net.module_ is module
+        np.testing.assert_array_equal(net.predict_proba(X), proba)
+        with pytest.raises(ValueError, match="iterator_vaild__batch_size"):
+            net.set_params(iterator_vaild__batch_size=3)
+        assert dict(vars(net)).keys() == attributes.keys()
+        # both go on working
+        assert net.set_params(optimizer__lr=0.2).optimizer_.param_groups[0]["lr"] == 0.2
+        net.fit(X, y)
+        assert net.set_params(module__hidden=7).module_.body[0].out_features == 7
+
     def test_grid_search_over_td_weight(self, digits):
         X, y = digits
         search = GridSearchCV(

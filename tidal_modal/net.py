@@ -29,7 +29,7 @@ from .modules import TDHead, attach_taps, capturing, detach_taps, is_lazy, unwra
 from .pool import is_sliceable, iter_slices, num_rows
 from .scores import softmax_
 from .trajectory import Trajectory, TrajectoryRecorder
-from .transaction import fit_transaction
+from .transaction import fit_transaction, restore_snapshot, take_snapshot
 from .validation import (
     InputData,
     Labels,
@@ -488,8 +488,24 @@ class TiDALNetClassifier(NeuralNetClassifier):
         return super().get_iterator(dataset, training=training)
 
     def set_params(self, **kwargs: Any) -> TiDALNetClassifier:
-        """As in skorch; also on a fitted net, parameters of its iterators or dataset alone (e.g.
-        ``iterator_valid__batch_size``) are set as they are, re-initializing nothing."""
+        """As in skorch, and all or nothing: a call that raises (a misspelt parameter, a module
+        that refuses its new arguments) leaves the net as it was, its attributes and its modules'
+        and optimizers' states, where skorch keeps what it set before the error (the parameters
+        of a callback, which skorch sets on the callback itself, excepted). Also on a fitted net,
+        parameters of its iterators or dataset alone (e.g. ``iterator_valid__batch_size``) are
+        set as they are, re-initializing nothing."""
+        # a fitted net's snapshot holds its modules' and optimizers' states too: virtual
+        # parameters (optimizer__lr) change the optimizer in place before a re-initialization fails
+        snapshot = take_snapshot(self) if is_fitted(self) else (dict(vars(self)), {}, None)
+        to_validate = set(self._params_to_validate)
+        try:
+            return self._set_params(kwargs)
+        except BaseException:
+            restore_snapshot(self, snapshot)
+            self._params_to_validate = to_validate
+            raise
+
+    def _set_params(self, kwargs):
         passive = {k: v for k, v in kwargs.items() if k.startswith(_PASSIVE_PREFIXES)}
         if not passive or not self.initialized_:
             return super().set_params(**kwargs)

@@ -76,7 +76,7 @@ def take_snapshot(net: Any) -> tuple[dict, dict, list]:
         Attribute name -> a copy of its ``state_dict()``, for the net's modules and optimizers.
     history : list of dict
         The history's rows: the last one copied (with its batch records), the others by
-        reference.
+        reference. (:func:`restore_snapshot` also takes ``None``: the history as it is.)
     """
     attributes = dict(net.__dict__)
     states = {
@@ -102,7 +102,8 @@ def restore_snapshot(net: Any, snapshot: tuple[dict, dict, list]) -> None:
     for name, state in states.items():
         # in place, so that the optimizer still holds the module's parameters
         attributes[name].load_state_dict(state)
-    net.history_[:] = history
+    if history is not None:
+        net.history_[:] = history
 
 
 @contextmanager
