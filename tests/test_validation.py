@@ -15,7 +15,13 @@ from torch import nn
 
 from tidal_modal import TiDALActiveLearner, TiDALNetClassifier, tidal_entropy, tidal_margin
 from tidal_modal.strategies import MODAL_RETURNS_METRICS
-from tidal_modal.validation import check_finite_batch, check_predict_input
+from tidal_modal.validation import (
+    InvalidParameterError,
+    check_finite_batch,
+    check_predict_input,
+    check_prediction_batch_size,
+    check_scoring_dtype,
+)
 
 from .test_pool import peak_allocation
 
@@ -443,3 +449,57 @@ class TestQueryInput:
         pipe = make_pipeline(StandardScaler(), make_net()).fit(X, y)  # hands the net float64
         idx = tidal_margin(pipe, X, n_instances=3)
         assert len(idx[0] if MODAL_RETURNS_METRICS else idx) == 3
+
+
+class TestPredictionParameters:
+    """Parameters read when the net predicts: refused with the values that work, at ``fit`` too."""
+
+    @pytest.mark.parametrize(
+        "value, error",
+        [(0, ValueError), (-5, ValueError), (100.0, InvalidParameterError), (True, InvalidParameterError)],
+    )
+    def test_a_batch_size_that_is_not_one(self, value, error):
+        with pytest.raises(
+            error, match=rf"size={value!r} is not a batch size\. Use a number of rows \(1 or more\)"
+        ):
+            check_prediction_batch_size(value, "size")
+        assert check_prediction_batch_size(np.int64(7), "size") == 7
+        assert check_prediction_batch_size(-1, "size") == -1
+
+    @pytest.mark.parametrize("name", ["iterator_valid__batch_size", "batch_size"])
+    @pytest.mark.parametrize("value", [0, -5, 2.5, "Auto"])
+    def test_predictions_refuse_it_and_change_nothing(self, fresh_fit, name, value):
+        # a pool sliced into batches of 0 rows was scored as no rows at all, silently
+        net, X, _ = fresh_fit
+        before, proba = snapshot(net), net.predict_proba(X)
+        net.set_params(**{name: value})
+        also = r", or 'auto'" if name.startswith("iterator") else r"\."
+        with pytest.raises(
+            ValueError, match=rf"{name}={value!r} is not a batch size\..*all rows at once\){also}"
+        ):
+            net.predict_proba(X)
+        with pytest.raises(ValueError, match="is not a batch size"):
+            tidal_entropy(net, X, n_instances=3) if name.startswith("iterator") else net.predict(X)
+        assert_unchanged(net, before)
+        np.testing.assert_array_equal(net.set_params(**{name: 16}).predict_proba(X), proba)
+
+    def test_a_misspelt_scoring_dtype(self, fresh_fit):
+        net, X, y = fresh_fit
+        before = snapshot(net)
+        for value in ("bf16", "int8", torch.int8, torch.float32):
+            net.set_params(scoring_dtype=value)
+            with pytest.raises(
+                InvalidParameterError, match=rf"scoring_dtype={value!r} is not a precision.*'bfloat16'"
+            ):
+                net.predict_td(X)
+            with pytest.raises(InvalidParameterError, match="is not a precision"):
+                net.fit(X, y)  # before training, not at the first query
+            with pytest.raises(InvalidParameterError, match="is not a precision"):
+                net.partial_fit(X, y)
+            assert_unchanged(net, before)
+        assert (
+            check_scoring_dtype("bfloat16") is torch.bfloat16
+            and check_scoring_dtype(torch.float16) is torch.float16
+        )
+        assert check_scoring_dtype(None) is None
+        assert net.set_params(scoring_dtype="bfloat16").predict_td(X).dtype == np.float32

@@ -38,6 +38,8 @@ from .validation import (
     check_input_shape,
     check_n_outputs,
     check_predict_input,
+    check_prediction_batch_size,
+    check_scoring_dtype,
     check_training_data,
     classes_from_width,
     is_fitted,
@@ -390,7 +392,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """
         with fit_transaction(self):
             check_device(self.device)  # before skorch moves anything there
-            self._valid_batch_size()  # a misspelt "auto" raises now, not at the first prediction
+            self._check_prediction_params()  # a misspelt "auto" raises now, not at the first query
             check_not_several_inputs(X, y)
             X, y, _ = check_training_data(self, X, y, reset=not self.warm_start or not is_fitted(self))
             # skorch's fit calls partial_fit, which need neither read X again nor take a second snapshot
@@ -415,7 +417,7 @@ class TiDALNetClassifier(NeuralNetClassifier):
         with nullcontext() if from_fit else fit_transaction(self):
             if not from_fit:
                 check_device(self.device)
-                self._valid_batch_size()
+                self._check_prediction_params()
                 check_not_several_inputs(X, y)
             X, y, net_classes = check_training_data(
                 self, X, y, reset=not is_fitted(self), check_X=not from_fit
@@ -867,10 +869,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def _scoring_precision(self, training=False):
         """``torch.autocast`` in ``scoring_dtype`` for a prediction pass (none while training)."""
-        if self.scoring_dtype is None or training:
+        dtype = check_scoring_dtype(self.scoring_dtype)
+        if dtype is None or training:
             return nullcontext()
-        dtype = self.scoring_dtype
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         device_type = torch.device(self.device or "cpu").type
         return torch.autocast(device_type, dtype=dtype)
 
@@ -889,8 +890,10 @@ class TiDALNetClassifier(NeuralNetClassifier):
         size = self._valid_batch_size()
         if scoring or size == "auto":
             batch_size = self.scoring_batch_size(X)
+        elif size is None:
+            batch_size = check_prediction_batch_size(self.batch_size, "batch_size")
         else:
-            batch_size = self.batch_size if size is None else size
+            batch_size = size
         to_gpu = self.device is not None and torch.device(self.device).type == "cuda"
         for Xi in iter_slices(X, batch_size):
             # no copy of C-ordered rows; others (a DataFrame's columns) are copied batch by batch,
@@ -950,16 +953,17 @@ class TiDALNetClassifier(NeuralNetClassifier):
             return size
         return self._batch_size_for(torch.as_tensor(next(iter_slices(X, 1))))
 
+    def _check_prediction_params(self):
+        self._valid_batch_size()
+        check_scoring_dtype(self.scoring_dtype)
+
     def _valid_batch_size(self):
-        """``iterator_valid__batch_size`` as set (``None`` when not), checked if a string."""
+        """``iterator_valid__batch_size`` as set, checked: rows, -1, ``"auto"`` or ``None`` (unset)."""
         size = self.get_params_for("iterator_valid").get("batch_size")
-        if isinstance(size, str) and size != "auto":
-            raise ValueError(
-                f"iterator_valid__batch_size={size!r} is not a batch size. Use a number of rows, -1 "
-                "(all rows at once) or 'auto' (every prediction at the scoring batch size, "
-                "TiDALNetClassifier.scoring_batch_size)."
-            )
-        return size
+        if size is None or size == "auto":
+            return size
+        also = ", or 'auto' (every prediction at TiDALNetClassifier.scoring_batch_size)"
+        return check_prediction_batch_size(size, "iterator_valid__batch_size", also)
 
     def _batch_size_for(self, row):
         """The scoring batch size for rows like ``row`` (a batch of one), by the rule above."""

@@ -42,6 +42,8 @@ __all__ = [
     "check_n_outputs",
     "check_positive_int",
     "check_predict_input",
+    "check_prediction_batch_size",
+    "check_scoring_dtype",
     "check_training_data",
     "classes_from_width",
     "is_fitted",
@@ -57,6 +59,63 @@ Labels: TypeAlias = ArrayLike | torch.Tensor
 
 class InvalidParameterError(ValueError, TypeError):
     """A parameter of the wrong type; a ``TypeError`` and, as in scikit-learn, a ``ValueError``."""
+
+
+def check_prediction_batch_size(value: object, name: str, also: str = "") -> int:
+    """Return ``value`` as an ``int`` if it is a batch size of predictions: ``>= 1``, or ``-1``
+    (all rows at once, as in skorch).
+
+    Sliced into batches of 0 rows, a pool would be scored as no rows at all; skorch's
+    ``DataLoader`` refuses such a size, the sliced path checks it here.
+
+    Parameters
+    ----------
+    value : object
+    name : str
+        The parameter's name, for the message.
+    also : str, default=""
+        Further values that work, for the message (e.g. ``", or 'auto' (...)"``).
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``value`` is not an integer (``bool`` and floats such as ``5.0`` included).
+    ValueError
+        If ``value`` is 0 or below -1.
+    """
+    integer = isinstance(value, Integral) and not isinstance(value, bool)
+    if integer and (value >= 1 or value == -1):
+        return int(value)
+    error = ValueError if integer else InvalidParameterError
+    raise error(
+        f"{name}={value!r} is not a batch size. Use a number of rows (1 or more), -1 (all rows at "
+        f"once){also}."
+    )
+
+
+#: What ``scoring_dtype`` takes, by name.
+SCORING_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_scoring_dtype(value: object) -> torch.dtype | None:
+    """Return the ``torch.dtype`` of a ``scoring_dtype`` (``None``: no autocast).
+
+    Raises
+    ------
+    InvalidParameterError
+        Unless ``value`` is ``None``, ``"bfloat16"``, ``"float16"``, ``torch.bfloat16`` or
+        ``torch.float16``: the precisions ``torch.autocast`` runs on a CPU and on a GPU
+        (another dtype would be ignored with a warning on a CPU).
+    """
+    if value is None:
+        return None
+    dtype = SCORING_DTYPES.get(value) if isinstance(value, str) else value
+    if dtype not in SCORING_DTYPES.values():
+        raise InvalidParameterError(
+            f"scoring_dtype={value!r} is not a precision for scoring. Use None (the module's own), "
+            "'bfloat16' or 'float16' (or torch.bfloat16, torch.float16)."
+        )
+    return dtype
 
 
 def check_positive_int(value: object, name: str) -> int:
