@@ -2,6 +2,7 @@ import pickle
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -843,6 +844,21 @@ class TestScoringBatch:
         # a misspelt parameter is skorch's error, as before
         with pytest.raises(ValueError, match="iterator_vaild__batch_size"):
             clone(net).initialize().set_params(iterator_vaild__batch_size=3)
+
+    def test_the_rule_reads_every_input_that_predictions_take(self, trained):
+        net, X = trained
+        pool = np.concatenate([X] * 20)
+        expected = net.scoring_batch_size(pool)
+        assert expected == 4096
+        for rows in (torch.as_tensor(pool), list(pool), pd.DataFrame(pool), Dataset(pool, None)):
+            assert net.scoring_batch_size(rows) == expected
+        # no rows, or rows that are not one array (several inputs): skorch's batch, as predictions use
+        assert net.scoring_batch_size(pool[:0]) == net.scoring_batch_size(pd.DataFrame(pool[:0])) == 16
+        assert net.scoring_batch_size({"x": pool}) == 16
+        other = pickle.loads(pickle.dumps(net))
+        assert other.set_params(batch_size=-1).scoring_batch_size(pool[:0]) == -1
+        with pytest.raises(ValueError, match="batch_size=0 is not a batch size"):
+            other.set_params(batch_size=0).scoring_batch_size(pool[:0])
 
     def test_a_training_pass_batches_as_skorch_does_and_warns_nothing(self, trained):
         net, X = trained

@@ -128,6 +128,19 @@ SCORING_BATCH_ROWS = 4096
 _PASSIVE_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
 
 
+def _is_rows(batch: Any) -> bool:
+    """Whether ``batch`` is rows that torch cannot take as they are (a DataFrame's, a list's)."""
+    return not isinstance(batch, (np.ndarray, torch.Tensor))
+
+
+def _first_row(dataset: Dataset) -> torch.Tensor | None:
+    """The input of a Dataset's first row as a batch of one; ``None`` if it has no rows or its
+    input is not an array or a tensor (a dict of several inputs, say)."""
+    first = dataset[0] if len(dataset) else None
+    x = first[0] if isinstance(first, (tuple, list)) else first
+    return torch.as_tensor(x)[None] if isinstance(x, (np.ndarray, torch.Tensor)) else None
+
+
 def td_head_file(f_params: str | os.PathLike) -> str:
     """Where :meth:`TiDALNetClassifier.save_params` saves the TD head that goes with ``f_params``:
     ``params.pt`` -> ``params.td_head.pt``."""
@@ -915,7 +928,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
         (24 MiB, about a CPU's caches) or within twice the bytes of the weights (module and TD
         head), if those are more, and at most :data:`SCORING_BATCH_ROWS` (4,096); on another device (a
         GPU, whose memory and not a cache bounds it) at least the training ``batch_size`` too.
-        The bytes of a row are measured by one forward pass of one row of ``X``. Scoring keeps
+        The bytes of a row are measured by one forward pass of one row of ``X`` (an ``X``
+        without rows, or whose rows are several inputs, gets skorch's ``batch_size``). Scoring keeps
         no gradients, and on small networks the batch size decides the cost of a pass over the
         pool more than the network does: small batches pay Python's per-batch cost and read
         every weight once per batch, batches whose activations overflow the cache pay memory
@@ -926,8 +940,8 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
         Parameters
         ----------
-        X : array-like or tensor
-            The rows to score.
+        X : array-like, tensor, dict or Dataset
+            The rows to score, as :meth:`predict_td` takes them.
 
         Returns
         -------
@@ -951,7 +965,14 @@ class TiDALNetClassifier(NeuralNetClassifier):
         size = self._valid_batch_size()
         if size not in (None, "auto"):
             return size
-        return self._batch_size_for(torch.as_tensor(next(iter_slices(X, 1))))
+        if is_dataset(X) or isinstance(X, Mapping):
+            row = _first_row(self.get_dataset(X))
+        else:  # arrays, tensors, lists and DataFrames of rows
+            first = next(iter_slices(X, 1), None)
+            row = None if first is None else torch.as_tensor(np.array(first) if _is_rows(first) else first)
+        if row is None:  # no rows, or rows we cannot measure: skorch's batch
+            return check_prediction_batch_size(self.batch_size, "batch_size")
+        return self._batch_size_for(row)
 
     def _check_prediction_params(self):
         self._valid_batch_size()
@@ -994,12 +1015,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
         params = self.get_params_for("iterator_valid")
         if self._valid_batch_size() not in (None, "auto"):  # set: skorch's
             return self.get_iterator(dataset, training=False)
-        first = dataset[0] if len(dataset) else None
-        x = first[0] if isinstance(first, (tuple, list)) else first
-        if isinstance(x, (np.ndarray, torch.Tensor)):
-            batch_size = self._batch_size_for(torch.as_tensor(x)[None])
-        else:  # rows we cannot measure: skorch's fallback
-            batch_size = self.batch_size if self.batch_size != -1 else max(1, len(dataset))
+        row = _first_row(dataset)
+        if row is not None:
+            batch_size = self._batch_size_for(row)
+        else:  # no rows, or rows we cannot measure: skorch's batch
+            batch_size = check_prediction_batch_size(self.batch_size, "batch_size")
+            batch_size = batch_size if batch_size != -1 else max(1, len(dataset))
         return self.iterator_valid(dataset, **{**params, "batch_size": batch_size})
 
     def _bytes_per_row(self, row):
