@@ -355,6 +355,11 @@ class TestEstimatorProtocol:
         with pytest.raises(ValueError, match="iterator_vaild__batch_size"):
             net.set_params(iterator_vaild__batch_size=3)
         assert dict(vars(net)).keys() == attributes.keys()
+        # an initialized net whose TD head is still lazy (no weights to copy) too
+        new = tiny_net().initialize()
+        with pytest.raises(TypeError, match="n_hidden"):
+            new.set_params(optimizer__lr=0.5, module__n_hidden=7)
+        assert new.optimizer_.param_groups[0]["lr"] == 0.1 and "module__n_hidden" not in vars(new)
         # both go on working
         assert net.set_params(optimizer__lr=0.2).optimizer_.param_groups[0]["lr"] == 0.2
         net.fit(X, y)

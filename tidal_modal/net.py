@@ -128,11 +128,6 @@ SCORING_BATCH_ROWS = 4096
 _PASSIVE_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
 
 
-def _is_rows(batch: Any) -> bool:
-    """Whether ``batch`` is rows that torch cannot take as they are (a DataFrame's, a list's)."""
-    return not isinstance(batch, (np.ndarray, torch.Tensor))
-
-
 def _first_row(dataset: Dataset) -> torch.Tensor | None:
     """The input of a Dataset's first row as a batch of one; ``None`` if it has no rows or its
     input is not an array or a tensor (a dict of several inputs, say)."""
@@ -509,9 +504,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         of a callback, which skorch sets on the callback itself, excepted). Also on a fitted net,
         parameters of its iterators or dataset alone (e.g. ``iterator_valid__batch_size``) are
         set as they are, re-initializing nothing."""
-        # a fitted net's snapshot holds its modules' and optimizers' states too: virtual
-        # parameters (optimizer__lr) change the optimizer in place before a re-initialization fails
-        snapshot = take_snapshot(self) if is_fitted(self) else (dict(vars(self)), {}, None)
+        # with the states of the modules and optimizers: virtual parameters (optimizer__lr) change
+        # the optimizer in place before a re-initialization fails
+        snapshot = take_snapshot(self)
         to_validate = set(self._params_to_validate)
         try:
             return self._set_params(kwargs)
@@ -874,19 +869,20 @@ class TiDALNetClassifier(NeuralNetClassifier):
         """``forward`` of each batch of checked input ``X``: in the scoring precision (none while
         training), outputs checked for NaN, half precision back in float32, moved to ``device``."""
         self._set_training(training)
+        precision = self._scoring_precision(training)
         for Xi in self._batches(X, scoring=scoring):
-            with torch.set_grad_enabled(training), self._scoring_precision(training):
+            with torch.set_grad_enabled(training), precision():
                 outputs = forward(Xi)
             check_finite_output(outputs, Xi)
             yield self._to_device(_as_float32(outputs), device)
 
     def _scoring_precision(self, training=False):
-        """``torch.autocast`` in ``scoring_dtype`` for a prediction pass (none while training)."""
+        """What makes a batch's context of a prediction pass: ``torch.autocast`` in
+        ``scoring_dtype`` (checked once per pass), none while training."""
         dtype = check_scoring_dtype(self.scoring_dtype)
         if dtype is None or training:
-            return nullcontext()
-        device_type = torch.device(self.device or "cpu").type
-        return torch.autocast(device_type, dtype=dtype)
+            return nullcontext
+        return partial(torch.autocast, torch.device(self.device or "cpu").type, dtype=dtype)
 
     def _batches(self, X, scoring=False):
         """The batches of input rows of ``X`` (accepted by :func:`check_predict_input`): of
@@ -968,8 +964,9 @@ class TiDALNetClassifier(NeuralNetClassifier):
         if is_dataset(X) or isinstance(X, Mapping):
             row = _first_row(self.get_dataset(X))
         else:  # arrays, tensors, lists and DataFrames of rows
-            first = next(iter_slices(X, 1), None)
-            row = None if first is None else torch.as_tensor(np.array(first) if _is_rows(first) else first)
+            row = next(iter_slices(X, 1), None)
+            if row is not None and not isinstance(row, torch.Tensor):
+                row = torch.as_tensor(np.array(row))  # one row, copied (a DataFrame's is read-only)
         if row is None:  # no rows, or rows we cannot measure: skorch's batch
             return check_prediction_batch_size(self.batch_size, "batch_size")
         return self._batch_size_for(row)
@@ -1012,16 +1009,12 @@ class TiDALNetClassifier(NeuralNetClassifier):
 
     def _scoring_iterator(self, dataset):
         """skorch's ``iterator_valid`` over a Dataset, at the scoring batch size of its rows."""
-        params = self.get_params_for("iterator_valid")
         if self._valid_batch_size() not in (None, "auto"):  # set: skorch's
             return self.get_iterator(dataset, training=False)
-        row = _first_row(dataset)
-        if row is not None:
-            batch_size = self._batch_size_for(row)
-        else:  # no rows, or rows we cannot measure: skorch's batch
-            batch_size = check_prediction_batch_size(self.batch_size, "batch_size")
-            batch_size = batch_size if batch_size != -1 else max(1, len(dataset))
-        return self.iterator_valid(dataset, **{**params, "batch_size": batch_size})
+        batch_size = self.scoring_batch_size(dataset)
+        batch_size = batch_size if batch_size != -1 else max(1, len(dataset))  # skorch's -1: all rows
+        params = {**self.get_params_for("iterator_valid"), "batch_size": batch_size}
+        return self.iterator_valid(dataset, **params)
 
     def _bytes_per_row(self, row):
         """Bytes of ``row`` (a batch of one) and of every layer's output for it (one forward pass)."""

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .modules import is_lazy
 from .validation import is_fitted
 
 __all__ = ["fit_transaction", "restore_snapshot", "take_snapshot"]
@@ -65,7 +66,7 @@ def _copy_row(row):
     return row
 
 
-def take_snapshot(net: Any) -> tuple[dict, dict, list]:
+def take_snapshot(net: Any) -> tuple[dict, dict, list | None]:
     """What :func:`restore_snapshot` needs to put ``net`` back as it is now.
 
     Returns
@@ -74,17 +75,22 @@ def take_snapshot(net: Any) -> tuple[dict, dict, list]:
         The net's ``__dict__``, its values by reference.
     states : dict
         Attribute name -> a copy of its ``state_dict()``, for the net's modules and optimizers.
-    history : list of dict
+    history : list of dict or None
         The history's rows: the last one copied (with its batch records), the others by
-        reference. (:func:`restore_snapshot` also takes ``None``: the history as it is.)
+        reference; ``None`` before ``initialize``.
     """
     attributes = dict(net.__dict__)
     states = {
         name: _copy_tensors(value.state_dict())
         for name, value in attributes.items()
-        # the fitted components only: `module` may be the very backbone inside `module_`
-        if name.endswith("_") and isinstance(value, (nn.Module, Optimizer))
+        # the fitted components only: `module` may be the very backbone inside `module_`; a lazy
+        # module (a new TD head) has no weights yet
+        if name.endswith("_")
+        and isinstance(value, (nn.Module, Optimizer))
+        and not (isinstance(value, nn.Module) and is_lazy(value))
     }
+    if net.history_ is None:
+        return attributes, states, None
     # rows of past epochs are never changed again (skorch records into the last row only), so
     # they are kept by reference: the snapshot does not grow with a long warm-started history
     history = list(net.history_)
@@ -93,7 +99,7 @@ def take_snapshot(net: Any) -> tuple[dict, dict, list]:
     return attributes, states, history
 
 
-def restore_snapshot(net: Any, snapshot: tuple[dict, dict, list]) -> None:
+def restore_snapshot(net: Any, snapshot: tuple[dict, dict, list | None]) -> None:
     """Put ``net`` back as it was when :func:`take_snapshot` returned ``snapshot``."""
     attributes, states, history = snapshot
     # __dict__, not setattr: skorch refuses torch modules set outside its initialize methods
