@@ -17,8 +17,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +27,7 @@ import torch
 
 from . import scaling_dask, scaling_training
 from .cli import HelpFormatter
+from .store import run_meta
 
 DEFAULT_OUT_DIR = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "scaling"
 
@@ -283,6 +282,19 @@ def plot(training, dask, path):
     plt.close(fig)
 
 
+def add_training_arguments(parser, engine=None):
+    """The training workload: ``--train-rows``, ``--epochs``, ``--batch-size`` (also
+    ``benchmarks.scaling_paired``'s, whose help names the ``engine`` they are for)."""
+    for_engine = f" ({engine})" if engine else ""
+    parser.add_argument("--train-rows", type=int, default=4096, help="training rows" + for_engine)
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="epochs per fit (the first is not timed)" + for_engine
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="training rows per step and process" + for_engine
+    )
+
+
 def build_parser():
     """The command line of ``python -m benchmarks.scaling``."""
     parser = argparse.ArgumentParser(
@@ -292,9 +304,7 @@ def build_parser():
     )
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="training processes to try")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Dask workers to try")
-    parser.add_argument("--train-rows", type=int, default=4096, help="training rows")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is not timed)")
-    parser.add_argument("--batch-size", type=int, default=64, help="training rows per step and process")
+    add_training_arguments(parser)
     parser.add_argument("--pool-rows", type=int, default=8_000, help="pool rows scored on Dask")
     parser.add_argument("--gather-rows", type=int, default=1_000_000, help="rows of the TD buffer gathered")
     parser.add_argument("--repeats", type=int, default=3, help="timed queries per Dask setting (median)")
@@ -364,11 +374,7 @@ def main(argv=None):
         rounds.append({"raw": raw, "workload": workload, "training": training, "dask": dask,
                        "efficiency": efficiencies(training, dask, raw, workload)})  # fmt: skip
     meta = {
-        "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
+        **run_meta(argv, load_at_start),
         "gather_rows": args.gather_rows,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,6 @@ import csv
 import json
 import logging
 import os
-import platform
-import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from tidal_modal import TiDALNetClassifier, tidal_entropy
 from .backbones import SmallCNN
 from .cli import HelpFormatter
 from .overhead import timed
+from .store import run_meta
 
 DEFAULT_OUT_DIR = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "scaling"
 IMAGE_SHAPE = (1, 28, 28)
@@ -147,6 +146,14 @@ def write(results, out_dir, meta):
     plt.close(fig)
 
 
+def add_pool_arguments(parser):
+    """The pool and the query: ``--rows``, ``--chunk-rows``, ``--n-instances`` (also
+    ``benchmarks.scaling_paired``'s)."""
+    parser.add_argument("--rows", type=int, default=8_000, help="pool rows (28x28 images)")
+    parser.add_argument("--chunk-rows", type=int, default=500, help="rows per dask block")
+    parser.add_argument("--n-instances", type=int, default=100, help="rows queried")
+
+
 def build_parser():
     """The command line of ``python -m benchmarks.scaling_dask``."""
     parser = argparse.ArgumentParser(
@@ -155,9 +162,7 @@ def build_parser():
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes to try")
-    parser.add_argument("--rows", type=int, default=8_000, help="pool rows (28x28 images)")
-    parser.add_argument("--chunk-rows", type=int, default=500, help="rows per dask block")
-    parser.add_argument("--n-instances", type=int, default=100, help="rows queried")
+    add_pool_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="timed queries per setting (median)")
     parser.add_argument(
         "--dask-malloc-trim", action="store_true", help="keep Dask's MALLOC_TRIM_THRESHOLD_ for the workers"
@@ -175,11 +180,7 @@ def main(argv=None):
     )
     meta = {
         "worker_malloc_trim_threshold": "65536 (Dask's default)" if args.dask_malloc_trim else "unset",
-        "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
+        **run_meta(argv, load_at_start),
     }
     write(results, args.out_dir, meta)
     for r in results:

@@ -37,8 +37,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -53,8 +51,8 @@ from tidal_modal import tidal_entropy
 from . import scaling_dask, scaling_training
 from .cli import HelpFormatter
 from .overhead import timed
-from .scaling import _cnn_work, _spin, one_then_two, process_pair
-from .store import code_version
+from .scaling import _cnn_work, _spin, add_training_arguments, one_then_two, process_pair
+from .store import code_version, run_meta
 
 DEFAULT_OUT_DIR = Path(tempfile.gettempdir()) / "tidal_modal_benchmarks" / "scaling_paired"
 TARGET = 0.93
@@ -346,13 +344,9 @@ def build_parser():
     parser.add_argument(
         "--rounds", type=int, default=1, help="rounds, each with processes of its own (a new placement)"
     )
-    parser.add_argument("--rows", type=int, default=8_000, help="pool rows (28x28 images)")
-    parser.add_argument("--chunk-rows", type=int, default=500, help="rows per dask block")
-    parser.add_argument("--n-instances", type=int, default=100, help="rows queried")
+    scaling_dask.add_pool_arguments(parser)
     parser.add_argument("--spin-iterations", type=int, default=2000, help="matmuls of the raw work")
-    parser.add_argument("--train-rows", type=int, default=4096, help="training rows (accelerate)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs a fit, the first untimed (accelerate)")
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per step and process (accelerate)")
+    add_training_arguments(parser, engine="accelerate")
     parser.add_argument(
         "--rebalance", action="store_true", help="even out the persisted blocks between the two workers"
     )
@@ -375,14 +369,7 @@ def main(argv=None):
                 args.repeats, args.train_rows, args.epochs, args.batch_size, args.spin_iterations
             )
         rounds.append({"setup": setup, "summary": summarize(repeats), "repeats": repeats})
-    meta = {
-        "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
-        "code": code_version(),
-    }
+    meta = {**run_meta(argv, load_at_start), "code": code_version()}
     summary = summarize([repeat for r in rounds for repeat in r["repeats"]])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "paired.json").write_text(

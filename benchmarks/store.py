@@ -5,12 +5,14 @@ import csv
 import io
 import json
 import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from tidal_modal.checkpoint import write_atomically
 
-__all__ = ["COLUMNS", "CurveStore", "Provenance", "code_version", "library_tree"]
+__all__ = ["COLUMNS", "CurveStore", "Provenance", "code_version", "library_tree", "run_meta"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +103,21 @@ def code_version():
         "commit": commit,
         "library": library_tree(commit),
         "dirty": bool(changes) if commit else None,
+    }
+
+
+def run_meta(argv, load_at_start):
+    """Where a timed run ran: its arguments (``argv``, else the command line's), the machine, the
+    load average at its start (``load_at_start``, ``os.getloadavg()`` then) and now, and torch's
+    version."""
+    import torch  # here, as tidal_modal in code_version
+
+    return {
+        "arguments": " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "torch": torch.__version__,
     }
 
 
